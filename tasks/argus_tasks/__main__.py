@@ -1,0 +1,3 @@
+from argus_tasks.cli import main
+
+raise SystemExit(main())

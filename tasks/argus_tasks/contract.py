@@ -1,0 +1,117 @@
+"""The step contract: what every heavy step may rely on and must honour.
+
+A step is ``argus-task <step> [args]`` plus environment variables. It reads its inputs from and
+writes its outputs to the run-scoped store (``<store>/runs/<dag_id>/<run_id>/...``) and returns a
+small JSON document (ids, paths, metrics) through the XCom return file. The Kubernetes runtime and
+the local runtime (``plugins/argus_airflow``) both launch exactly this command line with this env.
+
+Exit codes are the only other channel back to Airflow:
+
+* ``0``  success; the return file holds the result.
+* ``10`` permanent failure: bad data, a broken contract, a failed quality gate. Airflow fails the
+  task at once, without retry (``AirflowFailException``).
+* ``75`` transient failure (``EX_TEMPFAIL``): network, storage or MLflow unreachable. Airflow
+  retries with exponential backoff.
+* anything else: an unexpected crash; retried like a transient failure.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+EXIT_OK = 0
+EXIT_PERMANENT = 10
+EXIT_TRANSIENT = 75
+
+# Environment variables of the contract. The runtimes set them; a user running a step by hand
+# may set them too (defaults make a by-hand run work against the local `.argus/` state).
+ENV_STORE = "ARGUS_STORE"  # store root: a local directory or s3://bucket/prefix
+ENV_DAG_ID = "ARGUS_DAG_ID"
+ENV_RUN_ID = "ARGUS_RUN_ID"
+ENV_TASK_ID = "ARGUS_TASK_ID"
+ENV_TRY_NUMBER = "ARGUS_TRY_NUMBER"
+ENV_MAP_INDEX = "ARGUS_MAP_INDEX"
+ENV_XCOM_RETURN = "ARGUS_XCOM_RETURN"  # where the return JSON goes
+ENV_DATASET_REGISTRY = "ARGUS_DATASET_REGISTRY"  # git URL or path of the DVC dataset registry
+ENV_DVC_REMOTE = "ARGUS_DVC_REMOTE"  # optional override of the registry's default DVC remote
+ENV_GIT_COMMIT = "ARGUS_GIT_COMMIT"  # commit of the pipeline code (lineage)
+ENV_IMAGE = "ARGUS_IMAGE"  # task image reference (lineage)
+ENV_SCRATCH = "ARGUS_SCRATCH"  # local scratch directory (cache of an s3:// store)
+
+DEFAULT_XCOM_RETURN = "/airflow/xcom/return.json"  # what KubernetesPodOperator's sidecar reads
+DEFAULT_STORE = ".argus/store"
+CONDITIONS = ("fog", "rain", "snow", "night")
+SOURCE_CONDITION = "clear"
+
+
+class StepError(Exception):
+    """A failure the step understood. Its message is shown to the user as is."""
+
+    exit_code = 1
+
+
+class PermanentStepError(StepError):
+    """Bad input, broken contract or failed gate: retrying cannot help."""
+
+    exit_code = EXIT_PERMANENT
+
+
+class TransientStepError(StepError):
+    """A dependency (network, storage, MLflow) is unavailable: a retry may succeed."""
+
+    exit_code = EXIT_TRANSIENT
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Who is running and where outputs go; built from the environment by :meth:`from_env`."""
+
+    store_root: str
+    dag_id: str
+    run_id: str
+    task_id: str = ""
+    try_number: int = 1
+    map_index: int = -1
+    return_file: str = DEFAULT_XCOM_RETURN
+    git_commit: str = "unknown"
+    image: str = "local"
+    dataset_registry: str = ""
+    dvc_remote: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: os._Environ | dict | None = None) -> "StepContext":
+        env = os.environ if environ is None else environ
+        return cls(
+            store_root=env.get(ENV_STORE, DEFAULT_STORE),
+            dag_id=env.get(ENV_DAG_ID, "manual"),
+            run_id=env.get(ENV_RUN_ID, "by-hand"),
+            task_id=env.get(ENV_TASK_ID, ""),
+            try_number=int(env.get(ENV_TRY_NUMBER, "1") or 1),
+            map_index=int(env.get(ENV_MAP_INDEX, "-1") or -1),
+            return_file=env.get(ENV_XCOM_RETURN, DEFAULT_XCOM_RETURN),
+            git_commit=env.get(ENV_GIT_COMMIT, "unknown"),
+            image=env.get(ENV_IMAGE, "local"),
+            dataset_registry=env.get(ENV_DATASET_REGISTRY, ""),
+            dvc_remote=env.get(ENV_DVC_REMOTE, ""),
+        )
+
+    @property
+    def run(self):
+        """The run-scoped store of this Airflow run."""
+        from argus_tasks.store import RunStore
+
+        return RunStore(self.store_root, self.dag_id, self.run_id)
+
+    def lineage_tags(self) -> dict[str, str]:
+        """Tags that make every MLflow object traceable to the Airflow run and the code."""
+        return {
+            "argus.dag_id": self.dag_id,
+            "argus.run_id": self.run_id,
+            "argus.task_id": self.task_id,
+            "argus.try_number": str(self.try_number),
+            "argus.map_index": str(self.map_index),
+            "argus.git_commit": self.git_commit,
+            "argus.image": self.image,
+        }

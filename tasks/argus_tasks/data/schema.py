@@ -1,0 +1,48 @@
+"""The dataset schema, in one place. The code, the GX suites and the docs all take it from here.
+
+Layout of a dataset root (a DVC-tracked folder in the dataset registry, and the ``data/`` folder
+of a run after ``pull``)::
+
+    manifest.parquet                         one row per frame (MANIFEST_COLUMNS)
+    frames/<condition>/<split>/<frame_id>.png   RGB, 8 bit
+    labels/<condition>/<split>/<frame_id>.png   single channel uint8 class ids (CLASSES), 255 = ignore
+    depth/<condition>/<split>/<frame_id>.png    optional, uint16 depth in centimetres
+
+Labels exist for adverse frames too (as in ACDC), which is what the realism gap compares against.
+"""
+
+from __future__ import annotations
+
+CONDITIONS_ALL = ("clear", "fog", "rain", "snow", "night")
+SPLITS = ("train", "val", "test")
+IGNORE_ID = 255
+
+# id -> name. Order is the label id. Keep in sync with nothing else: everything imports this.
+CLASSES: tuple[str, ...] = (
+    "road",          # 0
+    "sidewalk",      # 1
+    "building",      # 2
+    "vegetation",    # 3
+    "sky",           # 4
+    "vehicle",       # 5
+    "lane_marking",  # 6  thin: 1-2 px at 64 px; see EVAL_CLASS_MAP
+    "pole",          # 7  thin: streetlights and sign posts
+)
+NUM_CLASSES = len(CLASSES)
+
+# Manifest columns: name -> (pandas/pyarrow dtype, description). The GX suite checks exactly these.
+MANIFEST_COLUMNS: dict[str, tuple[str, str]] = {
+    "frame_id": ("string", "unique id of the frame, stable across revisions"),
+    "split": ("string", "one of SPLITS"),
+    "condition": ("string", "one of CONDITIONS_ALL"),
+    "sequence": ("string", "drive / sequence the frame belongs to"),
+    "capture_time": ("datetime64[ns, UTC]", "when the frame was captured (UTC)"),
+    "width": ("int64", "pixels"),
+    "height": ("int64", "pixels"),
+    "frame_sha256": ("string", "sha256 of the frame PNG bytes"),
+    "label_sha256": ("string", "sha256 of the label PNG bytes"),
+    "frame_path": ("string", "frame path relative to the dataset root"),
+    "label_path": ("string", "label path relative to the dataset root"),
+    "brightness_mean": ("float64", "mean luminance in [0, 1]"),
+    "brightness_std": ("float64", "std of luminance in [0, 1]"),
+}

@@ -1,0 +1,79 @@
+"""MLflow access shared by every step: reachability, one run per step, lineage tags.
+
+* :func:`ensure_reachable` turns "MLflow is down" into a :class:`TransientStepError` that names
+  the tracking URI, so Airflow retries with backoff instead of failing the run for good.
+* :func:`step_run` opens the MLflow run of a step. A retried step (same Airflow run, step and
+  condition) reopens its earlier MLflow run instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from argus_tasks.contract import StepContext, TransientStepError
+
+log = logging.getLogger(__name__)
+DEFAULT_TRACKING_URI = "sqlite:///.argus/mlflow/mlflow.db"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def experiment_name(ctx: StepContext) -> str:
+    return os.environ.get("ARGUS_MLFLOW_EXPERIMENT", f"argus/{ctx.dag_id}")
+
+
+def ensure_reachable() -> None:
+    """Fail with a retryable error naming the tracking URI when MLflow does not answer."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.MlflowClient().search_experiments(max_results=1)
+    except Exception as exc:  # MlflowException, requests errors, sqlalchemy errors
+        raise TransientStepError(
+            f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}: {str(exc)[:300]}). "
+            "Check that it is running and that MLFLOW_TRACKING_URI is right; the step will be retried."
+        ) from exc
+
+
+def find_run(client, experiment_id: str, tags: dict[str, str]):
+    """The newest run of ``experiment_id`` carrying all ``tags``, or None."""
+    flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=flt, max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
+@contextlib.contextmanager
+def step_run(ctx: StepContext, step: str, condition: str | None = None, tags: dict | None = None):
+    """Open (or reopen, on a retry) the MLflow run of ``step`` for this Airflow run."""
+    import mlflow
+
+    ensure_reachable()
+    exp = mlflow.set_experiment(experiment_name(ctx))
+    identity = {"argus.dag_id": ctx.dag_id, "argus.run_id": ctx.run_id, "argus.step": step}
+    if condition:
+        identity["argus.condition"] = condition
+    client = mlflow.MlflowClient()
+    previous = find_run(client, exp.experiment_id, identity)
+    all_tags = {**ctx.lineage_tags(), **identity, **(tags or {})}
+    name = f"{step}-{condition}" if condition else step
+    if previous is not None:
+        log.info("reopening MLflow run %s of an earlier try", previous.info.run_id)
+        run = mlflow.start_run(run_id=previous.info.run_id)
+        mlflow.set_tags(all_tags)
+    else:
+        run = mlflow.start_run(experiment_id=exp.experiment_id, run_name=name, tags=all_tags)
+    with run:
+        yield run
+
+
+def run_url(run) -> str:
+    """A link to the run in the MLflow UI (served by `make ui` on localhost:5000)."""
+    base = os.environ.get("ARGUS_MLFLOW_UI", "http://localhost:5000")
+    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
