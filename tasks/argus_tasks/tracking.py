@@ -49,18 +49,36 @@ def find_run(client, experiment_id: str, tags: dict[str, str]):
     return runs[0] if runs else None
 
 
+def use_experiment(name: str) -> str:
+    """Select experiment ``name``, creating it under ``$ARGUS_MLFLOW_ARTIFACTS`` when missing."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        root = os.environ.get("ARGUS_MLFLOW_ARTIFACTS", "")
+        location = f"{root.rstrip('/')}/{name.replace('/', '_')}" if root else None
+        try:
+            client.create_experiment(name, artifact_location=location)
+        except Exception:  # created meanwhile by a parallel step
+            pass
+        exp = client.get_experiment_by_name(name)
+    mlflow.set_experiment(experiment_id=exp.experiment_id)
+    return exp.experiment_id
+
+
 @contextlib.contextmanager
 def step_run(ctx: StepContext, step: str, condition: str | None = None, tags: dict | None = None):
     """Open (or reopen, on a retry) the MLflow run of ``step`` for this Airflow run."""
     import mlflow
 
     ensure_reachable()
-    exp = mlflow.set_experiment(experiment_name(ctx))
+    experiment_id = use_experiment(experiment_name(ctx))
     identity = {"argus.dag_id": ctx.dag_id, "argus.run_id": ctx.run_id, "argus.step": step}
     if condition:
         identity["argus.condition"] = condition
     client = mlflow.MlflowClient()
-    previous = find_run(client, exp.experiment_id, identity)
+    previous = find_run(client, experiment_id, identity)
     all_tags = {**ctx.lineage_tags(), **identity, **(tags or {})}
     name = f"{step}-{condition}" if condition else step
     if previous is not None:
@@ -68,7 +86,7 @@ def step_run(ctx: StepContext, step: str, condition: str | None = None, tags: di
         run = mlflow.start_run(run_id=previous.info.run_id)
         mlflow.set_tags(all_tags)
     else:
-        run = mlflow.start_run(experiment_id=exp.experiment_id, run_name=name, tags=all_tags)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=all_tags)
     with run:
         yield run
 

@@ -1,0 +1,73 @@
+"""argus_weather_training: wiring only. Steps live in plugins/argus_airflow, code in tasks/."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, task
+
+from argus_airflow import settings
+from argus_airflow.approval import ConditionalApprovalOperator
+from argus_airflow.factory import MAP_INDEX_TEMPLATE, heavy_step
+from argus_airflow.training_params import training_params
+from argus_airflow.training_steps import EVALUATE, PROMOTE, PULL, REPORT, SEGMENTER, TRAIN, VALIDATE
+
+SETTINGS = settings.load()
+
+DOC = """
+# Weather generator training
+
+Makes adverse-weather versions of clear driving frames. Every step below except `select_conditions`
+and `approve` is a **heavy step**: the task image's `argus-task` command, run as a Kubernetes pod
+(`ARGUS_RUNTIME=kubernetes`) or a local process (`ARGUS_RUNTIME=local`, the demo).
+
+1. **pull** the frames of this run's data interval from the DVC dataset registry (revision: `dataset_rev`);
+2. **validate** them with Great Expectations: a few bad frames are quarantined, more fail the run;
+3. per condition (mapped; the map index is the condition): **train** a generator, **evaluate** it with
+   the reference **segmenter** against the champion and non-learned references, optionally wait for a
+   person to **approve**, then **promote** it to the `champion` alias only if it is better with
+   statistical confidence;
+4. **report**: a summary table with links, whatever happened upstream.
+
+**Reruns are safe.** Outputs live under `<store>/runs/<dag_id>/<run_id>/` and are written atomically;
+a retried `train` resumes from its last checkpoint, a finished one returns its result, the model
+registry is deduplicated by run, and a re-run `promote` sees its decision already applied and
+moves nothing. Promotions are serialised by the 1-slot `argus_promotion` pool.
+
+Backfill: `airflow backfill create --dag-id argus_weather_training --from-date 2026-01-01 --to-date 2026-01-15`.
+"""
+
+with DAG(
+    dag_id="argus_weather_training",
+    description="Train, evaluate and promote one adverse-weather generator per condition",
+    schedule=CronDataIntervalTimetable("0 2 * * 1,4", timezone="UTC"),  # Mon and Thu 02:00 UTC
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=2,
+    dagrun_timeout=timedelta(hours=24),
+    params=training_params("full" if SETTINGS.kubernetes else "tiny"),
+    doc_md=DOC,
+    tags=["argus", "training", "mlops"],
+) as dag:
+
+    @task(task_id="select_conditions")
+    def select_conditions(params=None) -> list[str]:
+        """The conditions to map over, in a stable order."""
+        chosen = params["conditions"]
+        return [c for c in ("fog", "rain", "snow", "night") if c in chosen]
+
+    conditions = select_conditions()
+    pull = heavy_step(PULL, settings=SETTINGS)
+    validate = heavy_step(VALIDATE, settings=SETTINGS)
+    segmenter = heavy_step(SEGMENTER, settings=SETTINGS)
+    train = heavy_step(TRAIN, mapped=True, settings=SETTINGS).expand(condition=conditions)
+    evaluate = heavy_step(EVALUATE, mapped=True, settings=SETTINGS).expand(condition=conditions)
+    approve = ConditionalApprovalOperator.partial(
+        task_id="approve", map_index_template=MAP_INDEX_TEMPLATE, response_timeout=timedelta(days=3)
+    ).expand(condition=conditions)
+    promote = heavy_step(PROMOTE, mapped=True, settings=SETTINGS).expand(condition=conditions)
+    report = heavy_step(REPORT, settings=SETTINGS, trigger_rule=TriggerRule.ALL_DONE)
+
+    pull >> validate >> [segmenter, train]
+    conditions >> train
+    [train, segmenter] >> evaluate >> approve >> promote >> report

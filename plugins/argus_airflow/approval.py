@@ -1,0 +1,71 @@
+"""The optional human approval before a champion alias moves.
+
+Airflow's ``ApprovalOperator`` (HITL) with two changes for this pipeline:
+
+* when the run's ``require_approval`` Param is off it returns at once ("not required");
+* a rejection does not skip ``promote``: ``promote`` still runs, records the rejection in the
+  decision record and moves nothing, so every outcome is traceable in MLflow and the report.
+
+The request shows the evaluation comparison table of this condition and where its sample grids are.
+"""
+
+from __future__ import annotations
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+
+KEY_METRICS = ("classwise_gap", "kid", "label_preservation_miou", "aggregate_gap")
+
+
+def comparison_markdown(condition: str, evaluation: dict | None) -> str:
+    """A Markdown table of the challenger against the champion and the references."""
+    if not evaluation:
+        return f"No evaluation result was found for **{condition}**: approving cannot promote anything."
+    rows = evaluation.get("table") or []
+    lines = [f"### {condition}: challenger v{evaluation.get('challenger_version', '?')} "
+             f"vs champion v{evaluation.get('champion_version', '-')}", "",
+             "| model | " + " | ".join(KEY_METRICS) + " |", "|---" * (len(KEY_METRICS) + 1) + "|"]
+    for row in rows:
+        cells = []
+        for key in KEY_METRICS:
+            value = row.get(key)
+            cells.append(f"{value:.4f}" if isinstance(value, (int, float)) else "-")
+        lines.append(f"| {row.get('model', '?')} | " + " | ".join(cells) + " |")
+    lines += ["", "Lower is better for every column except label_preservation_miou.",
+              f"Sample grids: {evaluation.get('grids') or evaluation.get('artifacts') or 'see the MLflow run'}",
+              f"MLflow run: {evaluation.get('mlflow_run_url') or evaluation.get('mlflow_run_id', '-')}"]
+    return "\n".join(lines)
+
+
+class ConditionalApprovalOperator(ApprovalOperator):
+    """Approval of one condition's challenger, asked only when ``params.require_approval``."""
+
+    template_fields = (*ApprovalOperator.template_fields, "condition")
+
+    def __init__(self, *, condition: str | None = None, **kwargs):
+        kwargs.setdefault("subject", "Promote the new weather model?")
+        kwargs.setdefault("body", "")
+        super().__init__(**kwargs)
+        self.condition = condition
+
+    def execute(self, context):
+        if not context["params"].get("require_approval"):
+            self.log.info("approval not required for this run (Param require_approval is off)")
+            return {"required": False}
+        ti = context["ti"]
+        evaluation = ti.xcom_pull(task_ids="evaluate", map_indexes=ti.map_index)
+        self.subject = f"Promote the new {self.condition} model to champion?"
+        self.body = comparison_markdown(self.condition or "?", evaluation)
+        return super().execute(context)
+
+    def execute_complete(self, context, event):
+        payload = HITLOperator.execute_complete(self, context, event)
+        chosen = payload["chosen_options"][0]
+        user = payload.get("responded_by_user") or {}
+        approved = chosen == self.APPROVE
+        self.log.info("%s: %s by %s", self.condition, "approved" if approved else "REJECTED", user)
+        return {
+            "required": True,
+            "approved": approved,
+            "by": user.get("name") or user.get("id") or "unknown",
+            "at": str(payload.get("responded_at")),
+        }

@@ -1,0 +1,33 @@
+"""``heavy_step``: a :class:`StepSpec` becomes the operator of the selected runtime."""
+
+from __future__ import annotations
+
+from argus_airflow import settings as settings_mod
+from argus_airflow.step_spec import StepSpec, contract_env, operator_defaults
+
+MAP_INDEX_TEMPLATE = "{{ task.condition }}"
+
+
+def heavy_step(spec: StepSpec, *, mapped: bool = False, settings=None, **overrides):
+    """The operator for ``spec`` (or its ``.partial(...)`` when ``mapped``; expand over ``condition``).
+
+    ``overrides`` are extra BaseOperator arguments (trigger_rule, pool for a promotion step...).
+    """
+    s = settings or settings_mod.load()
+    kwargs = operator_defaults(spec, s)
+    kwargs.update(step_spec=spec, cmds=list(spec.command), arguments=spec.full_arguments)
+    env = contract_env(s, spec)
+    if mapped:
+        kwargs["map_index_template"] = MAP_INDEX_TEMPLATE
+    if s.kubernetes:
+        from argus_airflow.kubernetes_runtime import ArgusPodOperator, pod_kwargs
+
+        kwargs.update(pod_kwargs(spec, s), env_vars=env)
+        cls = ArgusPodOperator
+    else:
+        from argus_airflow.local_runtime import LocalStepOperator
+
+        kwargs["env_vars"] = env
+        cls = LocalStepOperator
+    kwargs.update(overrides)
+    return cls.partial(**kwargs) if mapped else cls(**kwargs)

@@ -1,0 +1,176 @@
+"""``ARGUS_RUNTIME=local``: run a heavy step's container command as a local process.
+
+Same command line, same env and the same return-file protocol as the pod: the step writes its JSON
+result to ``$ARGUS_XCOM_RETURN`` (``/airflow/xcom/return.json`` in a pod). The log is streamed
+live into the task log, exit codes map to Airflow outcomes as in the Kubernetes runtime, and the
+process never outlives the task: it runs in its own process group, is killed with the group when
+the task is killed, and gets SIGTERM from the kernel if the worker process dies.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from airflow.sdk import BaseOperator
+
+from argus_airflow.settings import REPO_ROOT
+from argus_airflow.step_operator import StepOperatorMixin
+from argus_airflow.step_spec import StepSpec
+
+PR_SET_PDEATHSIG = 1
+KILL_GRACE_S = 10
+
+
+def resolve_entrypoint(command: str) -> str:
+    """The image entrypoint as a local executable: next to this Python first, then on PATH."""
+    override = os.environ.get("ARGUS_LOCAL_ENTRYPOINT")
+    if override:
+        return override
+    beside = Path(sys.executable).parent / command
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(command)
+    if not found:
+        raise FileNotFoundError(
+            f"cannot find the step entrypoint {command!r} next to {sys.executable} or on PATH; "
+            "install the task package with `pip install -e tasks` (make demo does this)"
+        )
+    return found
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def run_step_process(argv: list[str], env: dict[str, str], log, cwd: str | None = None, on_start=None):
+    """Run ``argv``; stream its output to ``log``; return (exit code, result or None, last lines).
+
+    The result is the JSON the step wrote to ``env['ARGUS_XCOM_RETURN']``.
+    """
+    tail: collections.deque[str] = collections.deque(maxlen=50)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+    if on_start is not None:
+        on_start(proc)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            log.info("%s", line)
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:
+            kill_process_group(proc)
+    result = None
+    ret = Path(env["ARGUS_XCOM_RETURN"])
+    if code == 0 and ret.exists():
+        result = json.loads(ret.read_text())
+    return code, result, list(tail)
+
+
+
+def kill_process_group(proc: subprocess.Popen, grace_s: float = KILL_GRACE_S) -> None:
+    """SIGTERM the step's process group, then SIGKILL what is left after ``grace_s``."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            try:  # the leader is gone; make sure no grandchild lingers
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class LocalStepOperator(StepOperatorMixin, BaseOperator):
+    """Runs ``spec.command + arguments`` locally with the step contract's env."""
+
+    template_fields = ("arguments", "env_vars")
+    ui_color = "#d7ecff"
+
+    def __init__(self, *, step_spec: StepSpec, cmds: list[str], arguments: list[str],
+                 env_vars: dict[str, str], condition: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.step_spec = step_spec
+        self.cmds = cmds
+        self.arguments = arguments
+        self.env_vars = env_vars
+        self.condition = condition
+        self._proc = None
+
+    def execute(self, context):
+        entry = resolve_entrypoint(self.cmds[0])
+        argv = [entry, *self.cmds[1:], *[str(a) for a in self.arguments]]
+        with tempfile.TemporaryDirectory(prefix="argus-step-") as tmp:
+            xcom_dir = Path(tmp) / "airflow" / "xcom"
+            xcom_dir.mkdir(parents=True)
+            env = {**os.environ, **{k: str(v) for k, v in self.env_vars.items()}}
+            env["ARGUS_XCOM_RETURN"] = str(xcom_dir / "return.json")
+            env.setdefault("ARGUS_GIT_COMMIT", git_commit())
+            self.log.info("running %s", " ".join(argv))
+            started = time.time()
+            code, result, tail = run_step_process(argv, env, self.log, cwd=str(REPO_ROOT),
+                                                  on_start=self._remember)
+            self.log.info("step process exited with %s after %.1fs", code, time.time() - started)
+        if code != 0:
+            raise self.failure_exception(code, tail)
+        if result is None:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"step {self.step_spec.name} exited 0 but wrote no return file: the step contract is broken"
+            )
+        return result
+
+    def _remember(self, proc) -> None:
+        self._proc = proc
+
+    def on_kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self.log.warning("task killed: stopping step process group %s", proc.pid)
+            kill_process_group(proc)

@@ -1,0 +1,74 @@
+"""Deployment settings, read from the environment when the DAG is parsed (cheap: env reads only).
+
+Local defaults point at the embedded state in ``<repo>/.argus`` so that ``make demo`` needs no
+configuration; production sets the variables in the Airflow image or docker-compose ``.env``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUNTIMES = ("local", "kubernetes")
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "")
+    return value if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    runtime: str
+    home: Path
+    store: str
+    dataset_registry: str
+    dvc_remote: str
+    mlflow_tracking_uri: str
+    mlflow_artifacts: str
+    image: str
+    namespace: str
+    task_service_account: str
+    s3_secret: str
+    gpu_node_selector: tuple[str, str]
+    gpu_toleration_key: str
+    gpu_pool: str
+    promotion_pool: str
+    train_gpus: int
+    retry_delay_s: int
+    retries: int
+
+    @property
+    def kubernetes(self) -> bool:
+        return self.runtime == "kubernetes"
+
+
+def load() -> Settings:
+    runtime = _env("ARGUS_RUNTIME", "local")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"ARGUS_RUNTIME={runtime!r} is not one of {RUNTIMES}; set it to 'local' or 'kubernetes'")
+    home = Path(_env("ARGUS_HOME", str(REPO_ROOT / ".argus"))).resolve()
+    selector = _env("ARGUS_GPU_NODE_SELECTOR", "argus.io/accelerator=nvidia-gpu")
+    key, _, value = selector.partition("=")
+    return Settings(
+        runtime=runtime,
+        home=home,
+        store=_env("ARGUS_STORE", str(home / "store")),
+        dataset_registry=_env("ARGUS_DATASET_REGISTRY", str(home / "registry")),
+        dvc_remote=_env("ARGUS_DVC_REMOTE", ""),
+        mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"),
+        mlflow_artifacts=_env("ARGUS_MLFLOW_ARTIFACTS", str(home / "mlflow" / "artifacts")),
+        image=_env("ARGUS_TASK_IMAGE", "ghcr.io/argus-pipelines/argus-task:0.1.0"),
+        namespace=_env("ARGUS_K8S_NAMESPACE", "argus"),
+        task_service_account=_env("ARGUS_TASK_SERVICE_ACCOUNT", "argus-task"),
+        s3_secret=_env("ARGUS_S3_SECRET", "argus-s3-credentials"),
+        gpu_node_selector=(key, value),
+        gpu_toleration_key=_env("ARGUS_GPU_TOLERATION_KEY", "nvidia.com/gpu"),
+        gpu_pool=_env("ARGUS_GPU_POOL", "argus_gpu"),
+        promotion_pool=_env("ARGUS_PROMOTION_POOL", "argus_promotion"),
+        train_gpus=int(_env("ARGUS_TRAIN_GPUS", "1")),
+        retry_delay_s=int(_env("ARGUS_RETRY_DELAY_S", "30")),
+        retries=int(_env("ARGUS_RETRIES", "3")),
+    )

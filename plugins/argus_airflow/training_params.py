@@ -1,0 +1,112 @@
+"""The trigger form of ``argus_weather_training``: Params with a JSON schema.
+
+Defaults suit the scheduled runs. The web UI renders a form from these schemas and refuses a
+trigger (UI, REST API or CLI conf) whose values do not validate.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+CONDITIONS = ["fog", "rain", "snow", "night"]
+CONDITION_LABELS = {"fog": "Fog", "rain": "Rain", "snow": "Snow", "night": "Night"}
+
+
+def training_params(default_model_config: str) -> dict[str, Param]:
+    return {
+        "conditions": Param(
+            list(CONDITIONS),
+            type="array",
+            title="Weather conditions",
+            description="Train, evaluate and promote one generator per selected condition.",
+            items={"type": "string", "enum": CONDITIONS},
+            examples=CONDITIONS,
+            values_display=CONDITION_LABELS,
+            minItems=1,
+            uniqueItems=True,
+        ),
+        "dataset_rev": Param(
+            "latest",
+            type="string",
+            title="Dataset revision",
+            description="A tag (v1, v2…) or commit of the dataset registry, or 'latest' for its newest commit.",
+            minLength=1,
+            pattern=r"^[A-Za-z0-9._/-]+$",
+        ),
+        "data_window": Param(
+            "interval",
+            type="string",
+            title="Frames to use",
+            description="'interval': only frames captured in this run's data interval (scheduled runs and "
+            "backfills); 'all': every frame of the revision.",
+            enum=["interval", "all"],
+        ),
+        "model_config": Param(
+            default_model_config,
+            type="string",
+            title="Model config",
+            description="'tiny': 64 px, learns on CPU in minutes. 'full': 256 px ResNet generator for GPUs.",
+            enum=["tiny", "full"],
+        ),
+        "train_steps": Param(
+            None,
+            type=["null", "integer"],
+            title="Training steps",
+            description="Optimiser steps per condition. Leave empty for the model config's default.",
+            minimum=10,
+            maximum=200000,
+        ),
+        "require_approval": Param(
+            False,
+            type="boolean",
+            title="Require human approval",
+            description="Wait for a person to approve each promotion in the UI before the champion alias moves.",
+        ),
+        "quarantine_threshold": Param(
+            0.02,
+            type="number",
+            title="Quarantine threshold",
+            description="Largest fraction of bad frames that is quarantined (excluded) instead of failing the run.",
+            minimum=0,
+            maximum=0.5,
+        ),
+        "min_frames_per_group": Param(
+            8,
+            type="integer",
+            title="Minimum frames per condition and split",
+            description="Validation fails when a condition/split pair has fewer frames than this.",
+            minimum=1,
+            maximum=1000000,
+        ),
+        "promotion_margin": Param(
+            0.0,
+            type="number",
+            title="Promotion margin (class-wise gap)",
+            description="The challenger must beat the champion's class-wise realism gap by at least this much "
+            "(upper end of the 95% bootstrap CI of the difference).",
+            minimum=0,
+            maximum=1,
+        ),
+        "kid_tolerance": Param(
+            0.002,
+            type="number",
+            title="KID tolerance",
+            description="Largest KID regression against the champion that still allows a promotion.",
+            minimum=0,
+            maximum=1,
+        ),
+        "require_beat_reference": Param(
+            "auto",
+            type="string",
+            title="Must beat the non-learned reference",
+            description="'auto': required for the full config only; 'yes' or 'no' to force it.",
+            enum=["auto", "yes", "no"],
+        ),
+        "retrain_segmenter": Param(
+            False,
+            type="boolean",
+            title="Retrain the reference segmenter",
+            description="Train a new downstream segmenter even though one is registered. Changes the judge: "
+            "later comparisons use the new one.",
+        ),
+    }

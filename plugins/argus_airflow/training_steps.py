@@ -1,0 +1,96 @@
+"""The heavy steps of ``argus_weather_training``, each declared once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from argus_airflow.step_spec import StepSpec
+
+CONDITION = "{{ task.condition }}"
+
+PULL = StepSpec(
+    name="pull",
+    kind="data",
+    cpu="2",
+    memory="4Gi",
+    arguments=(
+        "--dataset-rev", "{{ params.dataset_rev }}",
+        "--interval-start", "{{ data_interval_start.isoformat() if data_interval_start else '' }}",
+        "--interval-end", "{{ data_interval_end.isoformat() if data_interval_end else '' }}",
+        "--window", "{{ params.data_window }}",
+    ),
+    doc="Pull the frames of this run's data interval from the DVC dataset registry; verify their hashes.",
+)
+
+VALIDATE = StepSpec(
+    name="validate",
+    kind="data",
+    cpu="2",
+    memory="4Gi",
+    arguments=(
+        "--quarantine-threshold", "{{ params.quarantine_threshold }}",
+        "--min-frames-per-group", "{{ params.min_frames_per_group }}",
+    ),
+    doc="Great Expectations gate: bad data never reaches training.",
+)
+
+SEGMENTER = StepSpec(
+    name="segmenter",
+    kind="evaluation",
+    gpus=1,
+    cpu="4",
+    memory="8Gi",
+    arguments=("{{ '--retrain' if params.retrain_segmenter else '--no-retrain' }}",),
+    doc="Make sure the reference segmenter (the judge) is registered; train it only when missing.",
+)
+
+TRAIN = StepSpec(
+    name="train",
+    kind="training",
+    gpus=1,
+    cpu="8",
+    memory="32Gi",
+    timeout=timedelta(hours=12),
+    arguments=(
+        "--condition", CONDITION,
+        "--model-config", "{{ params.model_config }}",
+        "--steps", "{{ params.train_steps or 0 }}",
+    ),
+    doc="Train the clear-to-condition generator; resumes from its last checkpoint on retry.",
+)
+
+EVALUATE = StepSpec(
+    name="evaluate",
+    kind="evaluation",
+    gpus=1,
+    cpu="4",
+    memory="16Gi",
+    arguments=("--condition", CONDITION),
+    doc="KID, class-wise realism gap and label preservation against the champion and references.",
+)
+
+PROMOTE = StepSpec(
+    name="promote",
+    kind="promotion",
+    memory="1Gi",
+    timeout=timedelta(minutes=30),
+    arguments=(
+        "--condition", CONDITION,
+        "--margin", "{{ params.promotion_margin }}",
+        "--kid-tolerance", "{{ params.kid_tolerance }}",
+        "--require-beat-reference", "{{ params.require_beat_reference }}",
+        "--approval", "{{ ti.xcom_pull(task_ids='approve', map_indexes=ti.map_index) | tojson }}",
+    ),
+    doc="Decide champion vs challenger (paired bootstrap) and move the MLflow alias; serialised by a 1-slot pool.",
+)
+
+REPORT = StepSpec(
+    name="report",
+    kind="report",
+    memory="1Gi",
+    timeout=timedelta(minutes=15),
+    arguments=("--conditions", "{{ params.conditions | join(',') }}"),
+    doc="Summary table and links of the run, as a Markdown artifact; runs whatever happened upstream.",
+)
+
+HEAVY_STEPS = (PULL, VALIDATE, SEGMENTER, TRAIN, EVALUATE, PROMOTE, REPORT)

@@ -1,0 +1,140 @@
+"""The reference perception model: a compact UNet semantic segmenter trained on clear frames.
+
+It judges every generator: its predictions give the realism gap and label preservation, and its
+encoder activations (global-average-pooled, three scales) are the feature space of KID.
+
+Classes: all of ``schema.CLASSES``. The demo renderer draws lane markings and poles at least
+2.5 px wide at 64 px (``data.scenes.min_thin_px``), which the UNet learns; ``EVAL_CLASS_MAP``
+is the one place to merge or drop a class (map it to another id or to ``IGNORE_ID``) should a
+dataset have thinner ones. The map travels with the model (a buffer), so a registered version
+always evaluates with the classes it was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from argus_tasks.data.schema import CLASSES, IGNORE_ID
+
+log = logging.getLogger(__name__)
+
+# source class id -> evaluated class id (IGNORE_ID drops the class). Identity: every class kept.
+EVAL_CLASS_MAP: dict[int, int] = {i: i for i in range(len(CLASSES))}
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class UNetSegmenter(nn.Module):
+    def __init__(self, num_classes: int = len(CLASSES), width: int = 16,
+                 class_map: dict[int, int] | None = None):
+        super().__init__()
+        w = width
+        self.enc1, self.enc2, self.enc3, self.mid = _block(3, w), _block(w, 2 * w), _block(2 * w, 4 * w), _block(4 * w, 8 * w)
+        self.dec3, self.dec2, self.dec1 = _block(12 * w, 4 * w), _block(6 * w, 2 * w), _block(3 * w, w)
+        self.head = nn.Conv2d(w, num_classes, 1)
+        self.num_classes = num_classes
+        lut = torch.full((256,), IGNORE_ID, dtype=torch.long)
+        for src, dst in (class_map or EVAL_CLASS_MAP).items():
+            lut[src] = dst
+        self.register_buffer("label_lut", lut)
+        self.register_buffer("mean", torch.tensor([0.45, 0.45, 0.45]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1))
+
+    def _encode(self, x: torch.Tensor):
+        x = (x - self.mean) / self.std
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        e3 = self.enc3(F.max_pool2d(e2, 2))
+        m = self.mid(F.max_pool2d(e3, 2))
+        return e1, e2, e3, m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C, H, W) for frames (N, 3, H, W) in [0, 1]."""
+        e1, e2, e3, m = self._encode(x)
+        up = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)  # noqa: E731
+        d3 = self.dec3(torch.cat([up(m), e3], 1))
+        d2 = self.dec2(torch.cat([up(d3), e2], 1))
+        d1 = self.dec1(torch.cat([up(d2), e1], 1))
+        return self.head(d1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder features for KID: global-average-pooled activations of three scales."""
+        _, e2, e3, m = self._encode(x)
+        return torch.cat([e2.mean((2, 3)), e3.mean((2, 3)), m.mean((2, 3))], 1)
+
+    def map_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.label_lut[labels.long()]
+
+
+def content_hash(model: nn.Module) -> str:
+    """sha256 of the weights (state dict in a fixed order): equal hash, same model."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        buf = io.BytesIO()
+        np.save(buf, tensor.detach().cpu().contiguous().numpy(), allow_pickle=False)
+        h.update(buf.getvalue())
+    return h.hexdigest()
+
+
+def train_segmenter(frames: torch.Tensor, labels: torch.Tensor, epochs: int = 30, batch_size: int = 16,
+                    lr: float = 3e-3, seed: int = 0, width: int = 16, log_every_s: float = 10.0) -> UNetSegmenter:
+    """Train on (N,3,H,W) float frames in [0,1] and (N,H,W) label ids; deterministic given ``seed``."""
+    torch.manual_seed(seed)
+    model = UNetSegmenter(width=width)
+    y_all = model.map_labels(labels)
+    n = frames.shape[0]
+    steps = max(1, epochs * ((n + batch_size - 1) // batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    started = last = time.time()
+    step = 0
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            x, y = frames[idx], y_all[idx]
+            flip = torch.rand(x.shape[0], generator=gen) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            y = torch.where(flip.view(-1, 1, 1), y.flip(-1), y)
+            # mild photometric jitter: the segmenter should not be brittle to exposure alone
+            x = (x * (0.8 + 0.4 * torch.rand(x.shape[0], 1, 1, 1, generator=gen))).clamp(0, 1)
+            loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_ID)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if time.time() - last >= log_every_s:
+                last = time.time()
+                rate = step / (last - started)
+                log.info("segmenter epoch %d/%d step %d/%d loss %.4f %.1f it/s eta %.0fs", epoch + 1, epochs,
+                         step, steps, float(loss), rate, (steps - step) / max(rate, 1e-9))
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict(model: UNetSegmenter, frames: torch.Tensor, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted label ids (N,H,W) uint8, encoder features (N,D) float32) for frames in [0,1]."""
+    model.eval()
+    preds, feats = [], []
+    for i in range(0, frames.shape[0], batch_size):
+        x = frames[i:i + batch_size].float()
+        preds.append(model(x).argmax(1).to(torch.uint8))
+        feats.append(model.features(x))
+    return torch.cat(preds).numpy(), torch.cat(feats).numpy().astype(np.float32)

@@ -1,0 +1,87 @@
+"""``argus-task summary``: what the last run did, for people (``make demo`` prints it).
+
+For each condition: the MLflow run, the registered version, the promotion decision and why, the
+champion version now in the registry, and the key metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from argus_tasks.contract import CONDITIONS, DEFAULT_STORE, StepContext
+from argus_tasks.run_outcome import run_outcomes
+from argus_tasks.store import RunStore
+from argus_tasks.steps.report import _fmt, condition_row
+
+HELP = "print a summary of the newest (or a given) run of a DAG"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--dag-id", default="argus_weather_training")
+    parser.add_argument("--run-id", default="", help="default: the newest run in the store")
+    parser.add_argument("--log", default="", help="the Airflow log of the run, to point people at")
+
+
+def newest_run_id(store_root: str, dag_id: str) -> str:
+    runs = Path(store_root) / "runs" / dag_id
+    candidates = [p for p in runs.iterdir() if p.is_dir()] if runs.is_dir() else []
+    if not candidates:
+        raise SystemExit(f"no run of {dag_id} in {runs}: run `make demo` first")
+    return max(candidates, key=lambda p: p.stat().st_mtime).name
+
+
+def champion_versions() -> dict[str, str]:
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        out = {}
+        for condition in CONDITIONS:
+            try:
+                out[condition] = client.get_model_version_by_alias(f"argus-weather-{condition}", "champion").version
+            except Exception:
+                out[condition] = "-"
+        return out
+    except Exception as exc:
+        return {c: f"(MLflow unavailable: {exc})" for c in CONDITIONS}
+
+
+def run(args, ctx: StepContext) -> dict:
+    store = os.environ.get("ARGUS_STORE", DEFAULT_STORE)
+    run_id = args.run_id or newest_run_id(store, args.dag_id)
+    run_store = RunStore(store, args.dag_id, run_id)
+    conditions = [c for c in CONDITIONS if run_store.exists(f"train/{c}") or run_store.exists(f"evaluate/{c}")]
+    outcomes = run_outcomes(run_store, conditions)
+    champions = champion_versions()
+    print(f"=== argus_weather_training run {run_id} ===")
+    for name in ("pull", "validate", "segmenter"):
+        o = outcomes[name]
+        extra = ""
+        if name == "pull" and o.result:
+            extra = f"revision {o.result.get('revision')} · {o.result.get('n_frames')} frames · " \
+                    f"fingerprint {str(o.result.get('fingerprint'))[:12]}"
+        if name == "validate" and o.result:
+            extra = f"{o.result.get('quarantined', 0)} quarantined · Data Docs {o.result.get('data_docs')}"
+        if name == "segmenter" and o.result:
+            extra = f"v{o.result.get('version')} · clear mIoU {_fmt(o.result.get('miou'), 3)}"
+        print(f"{name:>10}: {o.status}{' · ' + extra if extra else ''}{' · ' + o.error if o.error else ''}")
+    print()
+    header = f"{'condition':<9} {'mlflow run':<34} {'version':>7} {'decision':<14} {'champion':>8} " \
+             f"{'cls-gap':>8} {'KID':>8} {'label':>6}"
+    print(header)
+    print("-" * len(header))
+    for c in conditions:
+        r = condition_row(c, outcomes)
+        print(f"{c:<9} {str(r['mlflow_run_id'] or '-'):<34} {_fmt(r['challenger_version']):>7} "
+              f"{r['decision']:<14} {str(champions.get(c, '-')):>8} {_fmt(r['classwise_gap']):>8} "
+              f"{_fmt(r['kid']):>8} {_fmt(r['label_preservation'], 3):>6}")
+    print()
+    for c in conditions:
+        r = condition_row(c, outcomes)
+        print(f"  {c}: {r['decision']} — {r['reasons'] or '-'}")
+    if run_store.exists("report/report.md"):
+        print(f"\nreport: {run_store.url('report/report.md')}")
+    if args.log:
+        print(f"Airflow log: {args.log}")
+    return {}
