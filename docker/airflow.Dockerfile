@@ -7,7 +7,8 @@
 #                    docker build -f docker/airflow.Dockerfile --target airflow -t .../argus/airflow:TAG .
 #   airflow-local  the same plus a separate virtualenv with the task package and CPU torch, for a
 #                  single host without a cluster (docker-compose, ARGUS_RUNTIME=local). Airflow's
-#                  own environment stays torch-free; the local runtime calls ARGUS_TASK_BIN.
+#                  own environment stays torch-free; the local runtime runs the executable
+#                  named by ARGUS_LOCAL_ENTRYPOINT (plugins/argus_airflow/local_runtime.py).
 #
 # Python 3.11: the interpreter the repository's requirements.txt was resolved with.
 
@@ -26,6 +27,9 @@ RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/requ
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 --chmod=0755 docker/airflow-entrypoint.sh /opt/airflow/argus-entrypoint.sh
+# Mount points owned by the airflow user, so that named volumes mounted there inherit it:
+# auth/ (simple auth manager passwords), argus/ (dataset registry, scratch), .kube/ (kubeconfig).
+RUN mkdir -p /opt/airflow/auth /opt/airflow/argus /opt/airflow/.kube
 
 ENV AIRFLOW__CORE__LOAD_EXAMPLES=False \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
@@ -43,7 +47,7 @@ FROM airflow AS airflow-local
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV ARGUS_TASK_VENV=/home/airflow/argus-task-venv
-ENV ARGUS_TASK_BIN=${ARGUS_TASK_VENV}/bin/argus-task \
+ENV ARGUS_LOCAL_ENTRYPOINT=${ARGUS_TASK_VENV}/bin/argus-task \
     ARGUS_GX_ROOT=/opt/airflow/great_expectations
 
 COPY docker/requirements-task.txt /tmp/requirements-task.txt
@@ -56,7 +60,7 @@ RUN python -m venv "${ARGUS_TASK_VENV}" \
     && PIP_USER=false "${ARGUS_TASK_VENV}/bin/pip" install --no-cache-dir --no-deps /tmp/src/tasks \
     && PIP_USER=false "${ARGUS_TASK_VENV}/bin/pip" check \
     && mkdir -p /home/airflow/.local/bin \
-    && ln -s "${ARGUS_TASK_BIN}" /home/airflow/.local/bin/argus-task \
-    && "${ARGUS_TASK_BIN}" --help > /dev/null
+    && ln -s "${ARGUS_LOCAL_ENTRYPOINT}" /home/airflow/.local/bin/argus-task \
+    && "${ARGUS_LOCAL_ENTRYPOINT}" --help > /dev/null
 
 COPY --chown=airflow:0 great_expectations/ /opt/airflow/great_expectations/
