@@ -19,15 +19,15 @@ def heavy_step(spec: StepSpec, *, mapped: bool = False, settings=None, **overrid
     env = contract_env(s, spec)
     if mapped:
         kwargs["map_index_template"] = MAP_INDEX_TEMPLATE
+    kwargs["env_vars"] = env
     if s.kubernetes:
-        from argus_airflow.kubernetes_runtime import ArgusPodOperator, pod_kwargs
+        from argus_airflow.pod_step import PodStepOperator
 
-        kwargs.update(pod_kwargs(spec, s), env_vars=env)
-        cls = ArgusPodOperator
+        kwargs["settings"] = s
+        cls = PodStepOperator
     else:
         from argus_airflow.local_runtime import LocalStepOperator
 
-        kwargs["env_vars"] = env
         cls = LocalStepOperator
     kwargs.update(overrides)
     return cls.partial(**kwargs) if mapped else cls(**kwargs)

@@ -1,8 +1,9 @@
-"""``ARGUS_RUNTIME=kubernetes``: a heavy step as a KubernetesPodOperator on the shared GPU nodes.
+"""The KubernetesPodOperator that runs a heavy step on the shared GPU nodes.
 
-Imported only when that runtime is selected (the Kubernetes client is not needed to parse the
-DAG locally). Every pod runs as non-root under the Pod Security "restricted" profile, the XCom
-sidecar included, with a task service account that mounts no API token.
+Imported only when a pod is launched or rendered (by :class:`~argus_airflow.pod_step.PodStepOperator`
+at execute time, or by tests), never when the DAG is parsed: the Kubernetes client and provider
+cost about a second of import time per parse. Every pod runs as non-root under the Pod Security
+"restricted" profile, the XCom sidecar included, with a task service account that mounts no API token.
 """
 
 from __future__ import annotations
@@ -90,8 +91,6 @@ def base_container_exit_code(remote_pod, container_name: str) -> int | None:
 
 class ArgusPodOperator(StepOperatorMixin, KubernetesPodOperator):
     """KubernetesPodOperator that maps the step's exit code like the local runtime does."""
-
-    template_fields = tuple(KubernetesPodOperator.template_fields)
 
     def __init__(self, *, step_spec: StepSpec, condition: str | None = None, **kwargs):
         super().__init__(**kwargs)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from conftest import REPO
 
 DAG_ID = "argus_weather_training"
@@ -90,7 +89,7 @@ def test_next_four_runs_are_monday_and_thursday_0200_utc(dag):
     from airflow.timetables.base import TimeRestriction
 
     timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable  # as the scheduler sees it
-    start = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)  # a Sunday
+    start = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)  # a Sunday
     restriction = TimeRestriction(earliest=start, latest=None, catchup=True)
     last = None
     run_dates = []

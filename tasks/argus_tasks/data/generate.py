@@ -16,14 +16,13 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 from argus_tasks.data import manifest as mf
 from argus_tasks.data.schema import CONDITIONS_ALL, SPLITS
-from argus_tasks.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def scene_seed(seed: int, batch: int, condition: str, split: str, index: int) ->
 
 
 def default_period(now: datetime | None = None) -> tuple[datetime, datetime]:
-    end = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    end = (now or datetime.now(UTC)).replace(microsecond=0)
     return end - DEMO_PERIOD, end
 
 
@@ -111,7 +110,7 @@ def _write_frame(args: tuple[str, FrameJob]) -> dict:
     paths = relpaths(job.condition, job.split, job.frame_id)
     frame_png, label_png = mf.png_bytes(rgb), mf.png_bytes(label)
     for key, data in (("frame", frame_png), ("label", label_png), ("depth", mf.png_bytes(depth))):
-        atomic_write_bytes(Path(root) / paths[key], data)
+        mf.write_file(Path(root) / paths[key], data)
     mean, std = mf.brightness_stats(rgb)
     return {
         "frame_id": job.frame_id, "split": job.split, "condition": job.condition, "sequence": job.sequence,

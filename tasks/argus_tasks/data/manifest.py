@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,18 @@ def brightness_stats(rgb: np.ndarray) -> tuple[float, float]:
     """Mean and std of the luma (Rec. 709 weights on display values) in [0, 1]."""
     luma = (rgb[..., 0] * 0.2126 + rgb[..., 1] * 0.7152 + rgb[..., 2] * 0.0722) / 255.0
     return float(luma.mean()), float(luma.std())
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Atomic (temp file + rename) but unsynced write, for bulk frame files that can be regenerated.
+
+    Manifests and results use :func:`argus_tasks.store.atomic_write_bytes`, which also fsyncs.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def png_bytes(array: np.ndarray, compress_level: int = 3) -> bytes:

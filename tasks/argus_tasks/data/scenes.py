@@ -146,12 +146,15 @@ def _side_segments(rng) -> list[_Segment]:
         kind = rng.choice(["building", "trees", "open"], p=[0.62, 0.3, 0.08])
         if kind == "building":
             height = rng.uniform(6.0, 30.0)
-            colour = rng.choice([
-                _colour(rng, (0.62, 0.55, 0.48), 0.1),  # sandstone
-                _colour(rng, (0.55, 0.32, 0.26), 0.08),  # brick
-                _grey(rng, 0.45, 0.8),  # concrete / render
-                _colour(rng, (0.72, 0.68, 0.58), 0.08),  # cream
-            ])
+            material = int(rng.integers(0, 4))
+            if material == 0:
+                colour = _colour(rng, (0.62, 0.55, 0.48), 0.1)  # sandstone
+            elif material == 1:
+                colour = _colour(rng, (0.55, 0.32, 0.26), 0.08)  # brick
+            elif material == 2:
+                colour = _grey(rng, 0.45, 0.8)  # concrete / render
+            else:
+                colour = _colour(rng, (0.72, 0.68, 0.58), 0.08)  # cream
         else:
             height = rng.uniform(4.0, 11.0) if kind == "trees" else 0.0
             colour = _colour(rng, (0.2, 0.36, 0.14), 0.07)
@@ -166,6 +169,13 @@ def _side_segments(rng) -> list[_Segment]:
     return segments
 
 
+def _vehicle_paint(rng) -> np.ndarray:
+    paint = int(rng.integers(0, 6))
+    if paint < 3:
+        return _grey(rng, *((0.05, 0.15), (0.75, 0.92), (0.4, 0.6))[paint])
+    return _colour(rng, ((0.6, 0.1, 0.08), (0.1, 0.2, 0.5), (0.75, 0.7, 0.2))[paint - 3], 0.1)
+
+
 def _vehicles(rng, n_lanes: int, lane_width: float, ego_lane: int) -> list[dict]:
     out = []
     for _ in range(rng.integers(0, 5)):
@@ -178,9 +188,7 @@ def _vehicles(rng, n_lanes: int, lane_width: float, ego_lane: int) -> list[dict]
             "lane": lane, "z": float(z), "dx": float(rng.uniform(-0.35, 0.35)),
             "width": width * rng.uniform(0.92, 1.08), "height": height * rng.uniform(0.92, 1.1),
             "kind": str(kind), "oncoming": bool(oncoming),
-            "colour": rng.choice([_grey(rng, 0.05, 0.15), _grey(rng, 0.75, 0.92), _grey(rng, 0.4, 0.6),
-                                  _colour(rng, (0.6, 0.1, 0.08), 0.1), _colour(rng, (0.1, 0.2, 0.5), 0.1),
-                                  _colour(rng, (0.75, 0.7, 0.2), 0.1)]),
+            "colour": _vehicle_paint(rng),
         })
     # keep vehicles apart within a lane
     out.sort(key=lambda v: v["z"])
@@ -415,7 +423,7 @@ class _Renderer:
                 if s.kind == "trees":
                     amps, freqs, phases = s.ripple
                     sel = idx == k
-                    ripple[sel] = sum(a_ * np.sin(f_ * zc[sel] + p_) for a_, f_, p_ in zip(amps, freqs, phases))
+                    ripple[sel] = sum(a_ * np.sin(f_ * zc[sel] + p_) for a_, f_, p_ in zip(amps, freqs, phases, strict=True))
             top = heights + ripple
             y = cam.height - self.v[:, None] * zc[None, :]
             hit = inside[None, :] & (y >= 0) & (y < top[None, :])

@@ -23,7 +23,7 @@ Effect strengths are drawn from ``rng`` within plausible ranges, so one scene gi
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import ndimage
 
 from argus_tasks.data import scenes as sc
 
@@ -85,6 +85,15 @@ def line_kernel(length: float, angle: float, width: float = 0.6) -> np.ndarray:
     k = np.exp(-0.5 * (across / max(width, 0.3)) ** 2) * (np.abs(along) <= length / 2)
     taper = 0.4 + 0.6 * (along + length / 2) / max(length, 1)  # drops are brighter at the head
     return k * taper
+
+
+def fft_convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``image`` convolved with ``kernel`` (odd-sized), same shape, zero padding."""
+    kh, kw = kernel.shape
+    h, w = image.shape
+    shape = (h + kh - 1, w + kw - 1)
+    full = np.fft.irfft2(np.fft.rfft2(image, shape) * np.fft.rfft2(kernel, shape), shape)
+    return full[kh // 2:kh // 2 + h, kw // 2:kw // 2 + w]
 
 
 def impulses(rng, size: int, count: int) -> np.ndarray:
@@ -175,7 +184,7 @@ def rain(scene, rng) -> np.ndarray:
                                                      (0.0015, (9, 18), 0.9, (0.15, 0.3), 0.8)):
         layer = impulses(rng, S, int(rng.uniform(0.5, 1.5) * count_per_px * REFERENCE_AREA))
         kern = line_kernel(rng.uniform(*length) * s, angle + rng.normal(0, 0.04), width * s)
-        streaks = np.clip(signal.fftconvolve(layer, kern, mode="same"), 0, 1)
+        streaks = np.clip(fft_convolve(layer, kern), 0, 1)
         if soft:
             streaks = blur(streaks, soft * s)
         a = rng.uniform(*alpha)
@@ -225,7 +234,7 @@ def snow(scene, rng) -> np.ndarray:
     for count_per_px, sigma, alpha in ((0.01, 0.35, 0.7), (0.003, 0.9, 0.55), (0.0004, 2.2, 0.45)):
         layer = impulses(rng, S, int(rng.uniform(0.5, 1.5) * count_per_px * REFERENCE_AREA))
         flakes = blur(layer, sigma * s) * (2 * np.pi * (sigma * s) ** 2) ** 0.8
-        flakes = signal.fftconvolve(flakes, line_kernel(1.5 * s * (1 + sigma), drift, 0.5 * s), mode="same") / (1.5 * s * (1 + sigma))
+        flakes = fft_convolve(flakes, line_kernel(1.5 * s * (1 + sigma), drift, 0.5 * s)) / (1.5 * s * (1 + sigma))
         J = J + rng.uniform(0.6, 1.0) * alpha * np.clip(flakes, 0, 1)[..., None] * (0.95 - J)
     J = desaturate(J, rng.uniform(0.15, 0.35)) * np.array([0.96, 0.99, 1.04])
     out = blur(J, rng.uniform(0.3, 0.8) * s) * vignette(S, rng.uniform(0.05, 0.2))

@@ -96,6 +96,12 @@ def train_segmenter(frames: torch.Tensor, labels: torch.Tensor, epochs: int = 30
     model = UNetSegmenter(width=width)
     y_all = model.map_labels(labels)
     n = frames.shape[0]
+    # balanced-ish loss: small classes (vehicles, poles) weigh more, sqrt of inverse frequency
+    counts = torch.bincount(y_all[y_all != IGNORE_ID].flatten(), minlength=model.num_classes).float()
+    freq = counts / counts.sum().clamp(min=1)
+    present = freq > 0
+    weights = torch.ones(model.num_classes)
+    weights[present] = (freq[present].median() / freq[present]).sqrt().clamp(0.5, 5.0)
     steps = max(1, epochs * ((n + batch_size - 1) // batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -113,7 +119,7 @@ def train_segmenter(frames: torch.Tensor, labels: torch.Tensor, epochs: int = 30
             y = torch.where(flip.view(-1, 1, 1), y.flip(-1), y)
             # mild photometric jitter: the segmenter should not be brittle to exposure alone
             x = (x * (0.8 + 0.4 * torch.rand(x.shape[0], 1, 1, 1, generator=gen))).clamp(0, 1)
-            loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_ID)
+            loss = F.cross_entropy(model(x), y, weight=weights, ignore_index=IGNORE_ID)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -123,7 +129,7 @@ def train_segmenter(frames: torch.Tensor, labels: torch.Tensor, epochs: int = 30
                 last = time.time()
                 rate = step / (last - started)
                 log.info("segmenter epoch %d/%d step %d/%d loss %.4f %.1f it/s eta %.0fs", epoch + 1, epochs,
-                         step, steps, float(loss), rate, (steps - step) / max(rate, 1e-9))
+                         step, steps, float(loss.detach()), rate, (steps - step) / max(rate, 1e-9))
     model.eval()
     return model
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from argus_tasks.contract import CONDITIONS, DEFAULT_STORE, StepContext
 from argus_tasks.run_outcome import run_outcomes
-from argus_tasks.store import RunStore
 from argus_tasks.steps.report import _fmt, condition_row
+from argus_tasks.store import RunStore
 
 HELP = "print a summary of the newest (or a given) run of a DAG"
 
