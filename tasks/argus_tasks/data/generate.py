@@ -170,3 +170,21 @@ def generate_dataset(root, *, size: int = DEMO_SIZE, counts: dict | None = None,
     new = new.sort_values("frame_id", kind="stable").reset_index(drop=True)
     mf.write_manifest(root, new)
     return new
+
+
+def split_counts(base: dict | None, total: int) -> dict[str, dict[str, int]]:
+    """``total`` frames shared out like ``base`` (condition -> split -> count), largest remainder first."""
+    base = base or DEMO_COUNTS
+    cells = [(c, s, n) for c, per in base.items() for s, n in per.items() if n > 0]
+    weight = sum(n for *_, n in cells)
+    if total < 1 or weight == 0:
+        raise ValueError(f"cannot share {total} frames over {base}")
+    exact = [total * n / weight for *_, n in cells]
+    counts = [int(x) for x in exact]
+    for i in sorted(range(len(cells)), key=lambda i: counts[i] - exact[i])[: total - sum(counts)]:
+        counts[i] += 1
+    out: dict[str, dict[str, int]] = {}
+    for (c, s, _), n in zip(cells, counts, strict=True):
+        if n:
+            out.setdefault(c, {})[s] = n
+    return out
