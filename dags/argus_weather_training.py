@@ -40,7 +40,8 @@ Backfill: `airflow backfill create --dag-id argus_weather_training --from-date 2
 with DAG(
     dag_id="argus_weather_training",
     description="Train, evaluate and promote one adverse-weather generator per condition",
-    schedule=CronDataIntervalTimetable("0 2 * * 1,4", timezone="UTC"),  # Mon and Thu 02:00 UTC
+    # Mon and Thu 02:00 UTC unless the deployment sets ARGUS_SCHEDULE (a cron expression, UTC)
+    schedule=CronDataIntervalTimetable(SETTINGS.schedule, timezone="UTC"),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=2,

@@ -27,4 +27,6 @@ airflow db migrate >"$ARGUS_HOME/logs/db-migrate.log" 2>&1 || { tail -n 40 "$ARG
 airflow pools set argus_gpu "${ARGUS_GPU_POOL_SLOTS:-1}" "Shared GPU pool: one slot per GPU" >/dev/null
 airflow pools set argus_promotion 1 "Serialises champion promotions" >/dev/null
 
-argus-task dataset init --registry "$ARGUS_DATASET_REGISTRY" --remote "$ARGUS_DVC_REMOTE_DIR"
+# ARGUS_DATASET_INIT_ARGS: extra options (size, counts...) of `argus-task dataset init`, used by the tests
+# shellcheck disable=SC2086
+argus-task dataset init --registry "$ARGUS_DATASET_REGISTRY" --remote "$ARGUS_DVC_REMOTE_DIR" ${ARGUS_DATASET_INIT_ARGS:-}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNTIMES = ("local", "kubernetes")
+DEFAULT_SCHEDULE = "0 2 * * 1,4"  # Mon and Thu 02:00 UTC
 
 
 def _env(name: str, default: str) -> str:
@@ -39,6 +40,7 @@ class Settings:
     train_gpus: int
     retry_delay_s: int
     retries: int
+    schedule: str = DEFAULT_SCHEDULE
 
     @property
     def kubernetes(self) -> bool:
@@ -71,4 +73,5 @@ def load() -> Settings:
         train_gpus=int(_env("ARGUS_TRAIN_GPUS", "1")),
         retry_delay_s=int(_env("ARGUS_RETRY_DELAY_S", "30")),
         retries=int(_env("ARGUS_RETRIES", "3")),
+        schedule=_env("ARGUS_SCHEDULE", DEFAULT_SCHEDULE),
     )

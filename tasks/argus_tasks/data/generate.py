@@ -12,9 +12,6 @@ added by later dataset revisions (``add-revision``) from the first ones.
 from __future__ import annotations
 
 import logging
-import os
-import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from argus_tasks.data import manifest as mf
+from argus_tasks.data.parallel import parallel_map
 from argus_tasks.data.schema import CONDITIONS_ALL, SPLITS
 
 log = logging.getLogger(__name__)
@@ -123,26 +121,8 @@ def _write_frame(args: tuple[str, FrameJob]) -> dict:
 
 def write_frames(root: Path, jobs: list[FrameJob], workers: int | None = None) -> list[dict]:
     """Render and write ``jobs`` under ``root`` (in parallel); their manifest rows, in job order."""
-    workers = max(1, workers or os.cpu_count() or 1)
-    tasks = [(str(root), j) for j in jobs]
-    started, rows = time.time(), []
-    if workers == 1 or len(jobs) < 16:
-        iterator = map(_write_frame, tasks)
-        pool = None
-    else:
-        import multiprocessing as mp
-
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
-        iterator = pool.map(_write_frame, tasks, chunksize=max(1, len(tasks) // (workers * 8)))
-    try:
-        for i, row in enumerate(iterator, 1):
-            rows.append(row)
-            if i % 500 == 0 or i == len(tasks):
-                log.info("generated %d/%d frames (%.1fs)", i, len(tasks), time.time() - started)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    return rows
+    return list(parallel_map(_write_frame, [(str(root), j) for j in jobs], workers=workers,
+                             what="generated frames", log_every=500))
 
 
 def generate_dataset(root, *, size: int = DEMO_SIZE, counts: dict | None = None, seed: int = 0,

@@ -149,6 +149,7 @@ class Registry:
             with repo.config.edit() as conf:
                 conf["core"]["remote"] = REMOTE_NAME
                 conf["core"]["analytics"] = False
+                conf["core"]["autostage"] = True
                 conf["remote"][REMOTE_NAME] = remote_config(url)
         finally:
             repo.close()

@@ -46,3 +46,24 @@ MANIFEST_COLUMNS: dict[str, tuple[str, str]] = {
     "brightness_mean": ("float64", "mean luminance in [0, 1]"),
     "brightness_std": ("float64", "std of luminance in [0, 1]"),
 }
+
+# ---- value ranges the validation gate enforces (the GX suites are generated from these) ----------
+FRAME_SIZE_RANGE = (64, 4096)  # width and height, pixels
+# Plausible mean luma (Rec. 709 on display values, [0, 1]) of one frame, per condition: a night frame
+# brighter than a clear noon frame, or a fog frame darker than a night one, is suspect.
+BRIGHTNESS_RANGE: dict[str, tuple[float, float]] = {
+    "clear": (0.12, 0.85),
+    "fog": (0.25, 0.95),
+    "rain": (0.08, 0.80),
+    "snow": (0.25, 0.97),
+    "night": (0.0, 0.45),
+}
+# Plausible average of brightness_mean over all frames of a condition (catches a mislabelled batch).
+CONDITION_MEAN_BRIGHTNESS: dict[str, tuple[float, float]] = {
+    "clear": (0.2, 0.75),
+    "fog": (0.3, 0.9),
+    "rain": (0.12, 0.7),
+    "snow": (0.3, 0.92),
+    "night": (0.02, 0.35),
+}
+BRIGHTNESS_STD_RANGE = (0.02, 0.5)  # a frame with almost no contrast is blank or broken

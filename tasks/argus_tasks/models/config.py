@@ -30,7 +30,8 @@ class ConfigError(ValueError):
 class GeneratorConfig:
     name: str = "tiny"
     # data
-    image_size: int = 64  # training crop (frames are resized/cropped to this)
+    image_size: int = 64  # training size: frames are resized to it, or randomly cropped when random_crop
+    random_crop: bool = False
     batch_size: int = 8
     # generator
     ngf: int = 16
@@ -40,6 +41,7 @@ class GeneratorConfig:
     extras: str = "auto"  # auto | none | gain | particles | gain+particles
     airlight_grid: int = 4  # A is predicted on an airlight_grid x airlight_grid grid (low frequency)
     noise_channels: int = 1  # noise planes fed to the generator (particles, sensor noise)
+    coord_channels: int = 1  # a row-coordinate plane (the flat-world depth cue); 0 to disable
     # discriminator
     ndf: int = 16
     d_layers: int = 3
@@ -94,7 +96,7 @@ PRESETS: dict[str, GeneratorConfig] = {
     "tiny": GeneratorConfig(),
     # GPU config: 256 px crops, ResNet-9-block generator with ngf 64 (the CycleGAN/CUT generator).
     "full": GeneratorConfig(
-        name="full", image_size=256, batch_size=16, ngf=64, n_blocks=9, n_down=2, ndf=64, d_layers=3,
+        name="full", image_size=256, random_crop=True, batch_size=16, ngf=64, n_blocks=9, n_down=2, ndf=64, d_layers=3,
         nce_patches=256, nce_dim=256, steps=20000, threads=8, amp_bf16=True, channels_last=True,
         checkpoint_every_steps=1000, checkpoint_every_s=600.0, log_every_steps=100, airlight_grid=8,
     ),

@@ -27,7 +27,7 @@ from argus_tasks.models.networks import PatchDiscriminator, WeatherGenerator, co
 def build_generator(cfg: GeneratorConfig, condition: str) -> WeatherGenerator:
     return WeatherGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, n_down=cfg.n_down, head=cfg.head,
                             extras=cfg.extras_for(condition), airlight_grid=cfg.airlight_grid,
-                            noise_channels=cfg.noise_channels)
+                            noise_channels=cfg.noise_channels, coord_channels=cfg.coord_channels)
 
 
 class WeatherTranslator:
@@ -64,17 +64,23 @@ class WeatherTranslator:
         return x
 
     def train_step(self, clear: torch.Tensor, adverse: torch.Tensor) -> dict[str, float]:
-        """One D step and one G step on a batch of clear frames and a batch of real adverse frames."""
+        """One D step and one G step on a batch of clear frames and a batch of real adverse frames.
+
+        Each wrapped (DDP) module runs one forward per step; the NCE encoder passes and the
+        G-step discriminator pass use the bare modules, so DDP sees a static graph.
+        """
         cfg = self.cfg
         x, y = self._prep(clear), self._prep(adverse)
+        n = x.shape[0]
         with self._autocast():
-            # generated frames for both the D and the G update (CUT runs G once per step)
+            # generated frames for both the D and the G update (CUT runs G once per step);
+            # the real adverse frames go through G too, for the identity loss
             both = self.g_train(torch.cat([x, y], 0)) if cfg.lambda_idt > 0 else self.g_train(x)
-            fake = both[: x.shape[0]]
-            idt = both[x.shape[0]:] if cfg.lambda_idt > 0 else None
-            # --- discriminator
+            fake = both[:n]
+            # --- discriminator: real adverse -> 1, generated -> 0 (one forward on both halves)
             self.opt_d.zero_grad(set_to_none=True)
-            loss_d = lsgan_d_loss(self.d_train(y), self.d_train(fake.detach()))
+            d_out = self.d_train(torch.cat([y, fake.detach()], 0))
+            loss_d = lsgan_d_loss(d_out[: y.shape[0]], d_out[y.shape[0]:])
         loss_d.backward()
         self.opt_d.step()
         with self._autocast():
@@ -82,7 +88,7 @@ class WeatherTranslator:
             self.opt_g.zero_grad(set_to_none=True)
             for p in self.D.parameters():
                 p.requires_grad_(False)
-            loss_gan = lsgan_g_loss(self.d_train(fake))
+            loss_gan = lsgan_g_loss(self.D(fake))
             for p in self.D.parameters():
                 p.requires_grad_(True)
             src_feats = self.G.encode(x, cfg.nce_layers)
@@ -90,13 +96,36 @@ class WeatherTranslator:
             k, ids = self.P(src_feats, cfg.nce_patches)
             q, _ = self.P(out_feats, cfg.nce_patches, ids)
             loss_nce = sum(patch_nce_loss(qi, ki, cfg.nce_temperature) for qi, ki in zip(q, k, strict=True)) / len(q)
-            loss_idt = F.l1_loss(idt.float(), y.float()) if idt is not None else torch.zeros((), device=self.device)
+            if cfg.lambda_idt > 0:
+                loss_idt = F.l1_loss(both[n:].float(), y.float())
+            else:
+                loss_idt = torch.zeros((), device=self.device)
             loss_g = cfg.lambda_gan * loss_gan + cfg.lambda_nce * loss_nce + cfg.lambda_idt * loss_idt
         loss_g.backward()
+        self._sync_projector_grads()
         self.opt_g.step()
         return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
                 "loss_gan": float(loss_gan.detach()), "loss_nce": float(loss_nce.detach()),
                 "loss_idt": float(loss_idt.detach())}
+
+    def _sync_projector_grads(self) -> None:
+        """The projector is not DDP-wrapped (two forwards per step): average its grads by hand."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        world = dist.get_world_size()
+        for p in self.P.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(world)
+
+    def wrap_ddp(self, device_ids: list[int] | None = None) -> None:
+        """Wrap G and D in DistributedDataParallel (torchrun); call after the process group is up."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        self.g_train = DDP(self.G, device_ids=device_ids)
+        self.d_train = DDP(self.D, device_ids=device_ids)
 
     # -- checkpoint state --------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -42,16 +42,18 @@ class ResBlock(nn.Module):
 
 class WeatherGenerator(nn.Module):
     def __init__(self, ngf: int = 16, n_blocks: int = 4, n_down: int = 2, head: str = "physics",
-                 extras: tuple[str, ...] = (), airlight_grid: int = 4, noise_channels: int = 1):
+                 extras: tuple[str, ...] = (), airlight_grid: int = 4, noise_channels: int = 1,
+                 coord_channels: int = 1):
         super().__init__()
         if head not in ("physics", "free"):
             raise ValueError(f"unknown head {head!r}")
         self.head_kind = head
         self.extras = tuple(extras)
         self.noise_channels = int(noise_channels)
+        self.coord_channels = int(coord_channels)
         self.airlight_grid = int(airlight_grid)
         layers: list[nn.Module] = [nn.Sequential(
-            nn.ReflectionPad2d(3), nn.Conv2d(3 + self.noise_channels, ngf, 7), _norm(ngf), nn.ReLU(inplace=True))]
+            nn.ReflectionPad2d(3), nn.Conv2d(3 + self.noise_channels + self.coord_channels, ngf, 7), _norm(ngf), nn.ReLU(inplace=True))]
         ch = ngf
         for _ in range(n_down):
             layers.append(nn.Sequential(nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), _norm(ch * 2),
@@ -89,6 +91,10 @@ class WeatherGenerator(nn.Module):
             noise = torch.randn(x.shape[0], self.noise_channels, x.shape[2], x.shape[3],
                                 device=x.device, dtype=x.dtype)
             h = torch.cat([h, noise], dim=1)
+        if self.coord_channels:
+            # the row coordinate: on a road camera the row is the strongest depth cue (flat world)
+            rows = torch.linspace(-1.0, 1.0, x.shape[2], device=x.device, dtype=x.dtype)
+            h = torch.cat([h, rows.view(1, 1, -1, 1).expand(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
         return h
 
     def encode(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:

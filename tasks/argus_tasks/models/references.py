@@ -9,8 +9,8 @@
 
 Each has a few constants, calibrated on the training split by matching simple image statistics
 (per-channel mean and spread, row profile of luminance, saturation, high-frequency energy,
-luminance percentiles) of rendered clear frames to the condition's real frames: closed form for
-uniform haze, a seeded random search with shrinking ranges for the others.
+luminance percentiles) of rendered clear frames to the condition's real frames, by a seeded
+random search with shrinking ranges.
 
 Frames are float tensors (N, 3, H, W) in [0, 1]; a reference is called as ``ref(frames, gen)``
 with a ``torch.Generator`` for its random parts.
@@ -123,18 +123,6 @@ class UniformHaze(Reference):
         a = p["alpha"]
         airlight = torch.tensor([p["A_r"], p["A_g"], p["A_b"]], dtype=x.dtype).view(1, 3, 1, 1)
         return (1 - a) * x + a * airlight
-
-    @classmethod
-    def calibrate(cls, clear, adverse, seed=0, **_):
-        """Moment matching: std scales by (1 - a), the mean moves towards A."""
-        mc, sc = clear.float().mean((0, 2, 3)), clear.float().std((0, 2, 3))
-        ma, sa = adverse.float().mean((0, 2, 3)), adverse.float().std((0, 2, 3))
-        alpha = float(np.clip(1.0 - (sa.mean() / sc.mean().clamp(min=1e-6)).item(), 0.0, 0.95))
-        if alpha < 1e-3:
-            airlight = ma
-        else:
-            airlight = ((ma - (1 - alpha) * mc) / alpha).clamp(0, 1)
-        return cls({"alpha": alpha, "A_r": float(airlight[0]), "A_g": float(airlight[1]), "A_b": float(airlight[2])})
 
 
 class KoschmiederFog(Reference):

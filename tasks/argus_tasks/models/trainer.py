@@ -1,0 +1,154 @@
+"""The training loop of the weather translator: sampling, checkpoints, resume, progress.
+
+It knows nothing about MLflow or manifests: the caller hands it frames as uint8 tensors already
+in memory (the whole 64 px demo set is a few MB, so there is no input pipeline to stall the
+step), a :class:`CheckpointStore` and an optional ``on_log`` callback for metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from argus_tasks.models.checkpoints import CheckpointStore
+from argus_tasks.models.generator import WeatherTranslator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    steps: int
+    resumed_from: int
+    final_losses: dict[str, float]
+    images_per_s: float
+    train_seconds: float
+    loss_history: list[dict]
+
+
+class BatchSampler:
+    """Random batches (with random crop to ``size`` and horizontal flip) from uint8 frames in memory."""
+
+    def __init__(self, frames: torch.Tensor, batch_size: int, size: int, generator: torch.Generator):
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"frames must be (N, 3, H, W), got {tuple(frames.shape)}")
+        if frames.shape[0] == 0:
+            raise ValueError("no frames to sample from")
+        if frames.shape[2] < size or frames.shape[3] < size:
+            raise ValueError(f"frames of {tuple(frames.shape[2:])} px are smaller than the {size} px crop")
+        self.frames, self.batch_size, self.size, self.gen = frames, batch_size, size, generator
+
+    def __call__(self) -> torch.Tensor:
+        n, _, h, w = self.frames.shape
+        idx = torch.randint(0, n, (self.batch_size,), generator=self.gen)
+        batch = self.frames[idx]
+        if h > self.size or w > self.size:
+            top = int(torch.randint(0, h - self.size + 1, (1,), generator=self.gen))
+            left = int(torch.randint(0, w - self.size + 1, (1,), generator=self.gen))
+            batch = batch[:, :, top:top + self.size, left:left + self.size]
+        flip = torch.rand(self.batch_size, generator=self.gen) < 0.5
+        batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+        return batch.float().div_(255.0)
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "sampler": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(gen: torch.Generator, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["sampler"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: torch.Tensor, *,
+                     steps: int, checkpoints: CheckpointStore | None = None, seed: int = 0, rank: int = 0,
+                     on_log: Callable[[int, dict], None] | None = None,
+                     max_seconds: float | None = None) -> TrainOutcome:
+    """Train ``model`` for ``steps`` optimiser steps in total (resuming from the latest checkpoint).
+
+    ``max_seconds`` stops early after that much training time (the benchmarks' CPU budgets).
+    Only rank 0 writes checkpoints and logs.
+    """
+    cfg = model.cfg
+    torch.manual_seed(seed + rank)
+    gen = torch.Generator().manual_seed(seed * 1000 + rank)
+    start_step = 0
+    if checkpoints is not None:
+        state = checkpoints.load_latest()
+        if state is not None:
+            model.load_state_dict(state["model"])
+            start_step = int(state["step"])
+            if rank == 0:  # the saved RNG state is rank 0's; other ranks reseed from the step
+                _set_rng_state(gen, state["rng"])
+            else:
+                torch.manual_seed(seed + rank + 7919 * start_step)
+                gen.manual_seed(seed * 1000 + rank + 7919 * start_step)
+            log.info("resuming from checkpoint at step %d (%s)", start_step, checkpoints.path(start_step))
+    sample_clear = BatchSampler(clear, cfg.batch_size, cfg.image_size, gen)
+    sample_adverse = BatchSampler(adverse, cfg.batch_size, cfg.image_size, gen)
+    model.G.train()
+    model.D.train()
+
+    def save(step: int) -> None:
+        if checkpoints is not None and rank == 0:
+            checkpoints.save(step, {"model": model.state_dict(), "rng": _rng_state(gen), "config": cfg.to_dict()})
+
+    history: list[dict] = []
+    losses: dict[str, float] = {}
+    step = start_step
+    started = last_ckpt = time.time()
+    done_images = 0
+    while step < steps:
+        if max_seconds is not None and time.time() - started >= max_seconds:
+            log.info("time budget of %.0fs reached at step %d", max_seconds, step)
+            break
+        losses = model.train_step(sample_clear(), sample_adverse())
+        step += 1
+        done_images += cfg.batch_size
+        if rank == 0 and (step % cfg.log_every_steps == 0 or step == steps):
+            now = time.time()
+            rate = done_images / max(now - started, 1e-9)
+            eta = (steps - step) * cfg.batch_size / max(rate, 1e-9)
+            log.info("step %d/%d %s | %.1f images/s | eta %.0fs", step, steps,
+                     " ".join(f"{k} {v:.4f}" for k, v in losses.items()), rate, eta)
+            record = {"step": step, **losses, "images_per_s": rate}
+            history.append(record)
+            if on_log is not None:
+                on_log(step, record)
+        if (step % cfg.checkpoint_every_steps == 0 or time.time() - last_ckpt >= cfg.checkpoint_every_s) \
+                and step < steps:
+            save(step)
+            last_ckpt = time.time()
+    elapsed = time.time() - started
+    if step > start_step:
+        save(step)
+    images_per_s = done_images / elapsed if elapsed > 0 else 0.0
+    return TrainOutcome(steps=step, resumed_from=start_step, final_losses=losses, images_per_s=images_per_s,
+                        train_seconds=elapsed, loss_history=history)
+
+
+def distributed_setup() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) for a torchrun launch; (0, 1, cpu/cuda) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return dist.get_rank(), world, device
+    return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,170 @@
+"""`argus-task evaluate --condition C`: measure the challenger against the real C frames.
+
+On the frozen held-out frames (clear val+test as sources, C val+test as the real adverse frames,
+sorted by id, seeded subset when over ``--max-frames``; the list is written to
+``evaluate/<C>/eval_frames.json``) and with the segmenter version pinned by this run, it
+evaluates the challenger of this run, the current champion of ``argus-weather-<C>`` (when there
+is one and it is another version), every non-learned reference calibrated on the training split,
+and identity (:mod:`argus_tasks.models.evaluation`). Outputs in ``evaluate/<C>/``:
+
+* ``metrics.json``: metrics, sanity gates and per-class IoUs of every candidate;
+* ``per_class.csv``: the per-class table;
+* ``records/<candidate>.npz`` + ``records/real.npz``: per-frame confusion counts and features
+  (bootstrap-ready: promote resamples them);
+* ``grids/<candidate>.png``: source | generated | real samples.
+
+A challenger that fails its sanity gates still gets its metrics written (promote refuses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+
+from argus_tasks.contract import CONDITIONS, PermanentStepError, StepContext
+
+HELP = "evaluate the challenger, champion, references and identity of a condition on held-out frames"
+log = logging.getLogger("argus.evaluate")
+EVAL_SPLITS = ("val", "test")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--condition", required=True, choices=CONDITIONS)
+    p.add_argument("--seed", type=int, default=0, help="seed of generator noise, KID subsets, calibration")
+    p.add_argument("--max-frames", type=int, default=200, help="cap on frames per side (seeded subset)")
+    p.add_argument("--calibration-frames", type=int, default=64, help="training frames per side to calibrate references")
+    p.add_argument("--threads", type=int, default=2)
+
+
+def _npz(**arrays) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _read_train_result(ctx, condition):
+    where = f"train/{condition}/result.json"
+    if not ctx.run.exists(where):
+        raise PermanentStepError(f"{ctx.run.url(where)} is missing: the train step of {condition} has not "
+                                 "completed in this run, so there is no challenger to evaluate")
+    result = ctx.run.read_json(where)
+    for key in ("model_name", "model_version"):
+        if not result.get(key):
+            raise PermanentStepError(f"{ctx.run.url(where)} has no {key!r}: rerun train for {condition}")
+    return result
+
+
+def run(args: argparse.Namespace, ctx: StepContext) -> dict:
+    import mlflow
+    import torch
+
+    from argus_tasks.data.access import load_accepted
+    from argus_tasks.data.schema import CLASSES
+    from argus_tasks.models import frames as F
+    from argus_tasks.models.evaluation import evaluate_candidate, real_side
+    from argus_tasks.models.generator import translate
+    from argus_tasks.models.images import grid, png_bytes
+    from argus_tasks.models.references import calibrated_references
+    from argus_tasks.models.registry_adapter import CHAMPION, Registry
+    from argus_tasks.models.segmenter_registry import load_version, pinned_segmenter
+    from argus_tasks.tracking import step_run
+
+    c, out = args.condition, f"evaluate/{args.condition}"
+    torch.set_num_threads(max(1, args.threads))
+    trained = _read_train_result(ctx, c)
+    manifest, root = load_accepted(ctx.run)
+    registry = Registry()
+    segmenter, pinned = pinned_segmenter(ctx, registry)
+    source_rows = F.select(manifest, "clear", EVAL_SPLITS, args.max_frames, args.seed)
+    real_rows = F.select(manifest, c, EVAL_SPLITS, args.max_frames, args.seed)
+    F.require_rows(source_rows, "clear/val+test (evaluation sources)", manifest)
+    F.require_rows(real_rows, f"{c}/val+test (real {c} frames)", manifest)
+    size = int(trained.get("config", {}).get("image_size") or source_rows["width"].iloc[0])
+    frame_list = {"source": source_rows["frame_id"].tolist(), "real": real_rows["frame_id"].tolist(),
+                  "seed": args.seed, "size": size, "segmenter_version": pinned["version"]}
+    ctx.run.write_json(f"{out}/eval_frames.json", frame_list)
+    src_x, src_y = F.load_frames(root, source_rows, size=size)
+    real_x, real_y = F.load_frames(root, real_rows, size=size)
+    real = real_side(segmenter, real_x, real_y)
+
+    # --- the candidates: challenger, champion, references, identity
+    name = trained["model_name"]
+    candidates: dict[str, dict] = {}  # key -> {callable, name, version, learned, content_hash}
+    challenger = load_version(registry, name, trained["model_version"])
+    candidates["challenger"] = {"fn": lambda x, g=challenger: translate(g, x, seed=args.seed),
+                                "name": f"{name} v{trained['model_version']}", "version": str(trained["model_version"]),
+                                "learned": True, "content_hash": trained.get("content_hash")}
+    champ_mv = registry.alias(name, CHAMPION)
+    if champ_mv is not None and str(champ_mv.version) != str(trained["model_version"]):
+        champion = load_version(registry, name, champ_mv.version)
+        candidates["champion"] = {"fn": lambda x, g=champion: translate(g, x, seed=args.seed),
+                                  "name": f"{name} v{champ_mv.version}", "version": str(champ_mv.version),
+                                  "learned": True, "content_hash": champ_mv.tags.get("argus.content_hash")}
+    cal_clear, _ = F.load_frames(root, F.select(manifest, "clear", ("train",), args.calibration_frames, args.seed),
+                                 size=size, labels=False)
+    cal_adv, _ = F.load_frames(root, F.select(manifest, c, ("train",), args.calibration_frames, args.seed),
+                               size=size, labels=False)
+    if len(cal_clear) == 0 or len(cal_adv) == 0:
+        raise PermanentStepError(f"no clear/{c} training frames to calibrate the references on")
+    refs = calibrated_references(c, cal_clear.float() / 255.0, cal_adv.float() / 255.0, seed=args.seed)
+    for ref_name, ref in refs.items():
+        key = ref_name if ref_name == "identity" else f"ref_{ref_name}"
+        candidates[key] = {"fn": lambda x, r=ref: r(x, torch.Generator().manual_seed(args.seed)),
+                           "name": ref_name, "version": None, "learned": False, "content_hash": None,
+                           "params": ref.to_dict()["params"]}
+
+    records = {}
+    for key, cand in candidates.items():
+        rec = evaluate_candidate(cand["name"], cand["fn"], segmenter, src_x, src_y, real, CLASSES, seed=args.seed)
+        records[key] = rec
+        m = rec.metrics
+        log.info("%-22s KID %.5f  class-wise gap %.4f  aggregate gap %.4f  label preservation %.4f  sanity %s",
+                 key, m["kid"], m["classwise_gap"], m["aggregate_gap"], m["label_preservation"],
+                 "ok" if all(rec.sanity.values()) else f"FAILED {rec.sanity}")
+
+    # --- artifacts
+    ctx.run.write_bytes(f"{out}/records/real.npz", _npz(conf=real.conf, features=real.features))
+    table_rows = ["candidate,class,iou_generated,iou_real,abs_gap"]
+    metrics_doc = {"condition": c, "frames": {"n_source": len(source_rows), "n_real": len(real_rows)},
+                   "segmenter": {k: pinned.get(k) for k in ("model_name", "version", "content_hash", "miou")},
+                   "seed": args.seed, "challenger_version": str(trained["model_version"]),
+                   "champion_version": candidates.get("champion", {}).get("version"),
+                   "model_name": name, "model_config": trained.get("model_config"), "candidates": {}}
+    n_grid = min(6, len(src_x), len(real_x))
+    for key, rec in records.items():
+        cand = candidates[key]
+        ctx.run.write_bytes(f"{out}/records/{key}.npz", _npz(conf=rec.gen_conf, features=rec.features))
+        ctx.run.write_bytes(f"{out}/grids/{key}.png", png_bytes(
+            grid([src_x[:n_grid], rec.samples[:n_grid], real_x[:n_grid]])))
+        metrics_doc["candidates"][key] = {
+            "name": cand["name"], "version": cand["version"], "learned": cand["learned"],
+            "content_hash": cand["content_hash"], "metrics": rec.metrics, "sanity": rec.sanity,
+            "per_class": rec.per_class, "records": f"records/{key}.npz", "grid": f"grids/{key}.png",
+            **({"params": cand["params"]} if "params" in cand else {})}
+        for cls, v in rec.per_class.items():
+            table_rows.append(f"{key},{cls},{v['iou_generated']:.4f},{v['iou_real']:.4f},{v['abs_gap']:.4f}")
+    ctx.run.write_text(f"{out}/per_class.csv", "\n".join(table_rows) + "\n")
+    ctx.run.write_json(f"{out}/metrics.json", metrics_doc)
+    local = ctx.run.publish(out)
+
+    with step_run(ctx, "evaluate", c) as mrun:
+        mlflow.log_params({"condition": c, "seed": args.seed, "n_source": len(source_rows), "n_real": len(real_rows),
+                           "segmenter_version": pinned["version"], "challenger_version": trained["model_version"],
+                           "champion_version": metrics_doc["champion_version"] or "none"})
+        for key, rec in records.items():
+            mlflow.log_metrics({f"{key}.{k}": float(v) for k, v in rec.metrics.items()})
+        mlflow.log_artifacts(str(ctx.run.localize(out)), artifact_path=f"evaluate_{c}")
+        mlflow.log_text(json.dumps(metrics_doc, indent=2, default=str), f"evaluate_{c}/metrics.json")
+
+    chal = records["challenger"]
+    summary = {key: {k: rec.metrics[k] for k in ("kid", "classwise_gap", "aggregate_gap", "label_preservation")}
+               for key, rec in records.items()}
+    return {"condition": c, "challenger_version": str(trained["model_version"]), "model_name": name,
+            "champion_version": metrics_doc["champion_version"], "segmenter_version": pinned["version"],
+            "sanity_passed": all(chal.sanity.values()), "sanity": chal.sanity, "metrics": summary,
+            "metrics_file": ctx.run.url(f"{out}/metrics.json"), "artifacts": local,
+            "mlflow_run_id": mrun.info.run_id}

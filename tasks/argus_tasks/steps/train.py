@@ -1,0 +1,156 @@
+"""`argus-task train --condition C`: train the clear -> C weather generator of this run.
+
+Reads only what validation accepted (clear train frames + C train frames), trains the CUT-family
+translator (:mod:`argus_tasks.models.generator`) with atomic checkpoints in
+``train/<C>/checkpoints/`` (a retry resumes from the latest), logs to MLflow (config, per-step
+losses, sample grids, the model with a signature) and registers it as a new version of
+``argus-weather-<C>`` with alias ``challenger``, tagged with the run's lineage. A retry of the
+same Airflow run never creates a second version; a completed step returns its result at once.
+Under torchrun (WORLD_SIZE > 1) every rank trains with DDP and rank 0 does the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from argus_tasks.contract import CONDITIONS, PermanentStepError, StepContext
+
+HELP = "train the clear -> condition weather generator (CUT family, physics head) and register it"
+log = logging.getLogger("argus.train")
+N_GRID = 6
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--condition", required=True, choices=CONDITIONS)
+    p.add_argument("--model-config", default="tiny", help="tiny (CPU, 64 px) or full (GPU, 256 px)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    p.add_argument("--head", choices=("physics", "free"), default=None, help="output head (default: physics)")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default: the config's, 0)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set lr=5e-4 (repeatable; unknown keys are rejected)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop training after this many seconds even before --steps (a time budget)")
+
+
+def _config(args):
+    from argus_tasks.models.config import ConfigError, load_config, parse_overrides
+
+    try:
+        overrides = parse_overrides(args.overrides)
+        overrides.update({k: v for k, v in (("steps", args.steps), ("head", args.head), ("seed", args.seed))
+                          if v is not None})
+        return load_config(args.model_config, overrides)
+    except ConfigError as exc:
+        raise PermanentStepError(f"bad model config: {exc}") from exc
+
+
+def run(args: argparse.Namespace, ctx: StepContext) -> dict:
+    where = f"train/{args.condition}"
+    if ctx.run.exists(f"{where}/result.json"):
+        done = ctx.run.read_json(f"{where}/result.json")
+        log.info("train %s already completed in this run (model %s v%s): returning its result without training",
+                 args.condition, done.get("model_name"), done.get("model_version"))
+        return done
+    cfg = _config(args)
+
+    import torch
+
+    from argus_tasks.data.access import lineage, load_accepted
+    from argus_tasks.models import frames as F
+    from argus_tasks.models.checkpoints import CheckpointStore
+    from argus_tasks.models.generator import WeatherTranslator
+    from argus_tasks.models.trainer import distributed_setup, train_translator
+
+    manifest, root = load_accepted(ctx.run)
+    clear_rows = F.select(manifest, "clear", ("train",))
+    adverse_rows = F.select(manifest, args.condition, ("train",))
+    F.require_rows(clear_rows, "clear/train (generator source)", manifest)
+    F.require_rows(adverse_rows, f"{args.condition}/train (generator target)", manifest)
+    # frames are resized to the config's size, unless the config trains on random crops of larger frames
+    native = int(min(clear_rows["width"].min(), clear_rows["height"].min()))
+    size = None if (cfg.random_crop and native >= cfg.image_size) else cfg.image_size
+    if size is None:
+        size = native
+    clear, _ = F.load_frames(root, clear_rows, size=size, labels=False)
+    adverse, _ = F.load_frames(root, adverse_rows, size=size, labels=False)
+
+    rank, world, device = distributed_setup()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, cfg.threads))
+    model = WeatherTranslator(cfg, args.condition, device)
+    if world > 1:
+        model.wrap_ddp([device.index] if device.type == "cuda" else None)
+    ckpts = CheckpointStore(ctx.run, f"{where}/checkpoints")
+    log.info("train %s: config %s (head %s, %d steps, batch %d, %d px) on %s x%d; %d clear + %d %s frames; "
+             "generator %d params", args.condition, cfg.name, cfg.head, cfg.steps, cfg.batch_size, cfg.image_size,
+             device, world, len(clear_rows), len(adverse_rows), args.condition, model.n_params["generator"])
+    if rank != 0:
+        train_translator(model, clear, adverse, steps=cfg.steps, checkpoints=ckpts, seed=cfg.seed, rank=rank,
+                         max_seconds=args.max_seconds)
+        return {"condition": args.condition, "rank": rank}
+    return _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, lineage(ctx.run),
+                               len(clear_rows), len(adverse_rows), train_translator)
+
+
+def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, data_lineage,
+                        n_clear, n_adverse, train_translator) -> dict:
+    import mlflow
+
+    from argus_tasks.models.generator import translate
+    from argus_tasks.models.images import grid, png_bytes
+    from argus_tasks.models.registry_adapter import CHALLENGER, Registry, weather_model_name
+    from argus_tasks.models.segmenter import content_hash
+    from argus_tasks.models.segmenter_registry import log_torch_model
+    from argus_tasks.tracking import run_url, step_run
+
+    where = f"train/{args.condition}"
+    name = weather_model_name(args.condition)
+    registry = Registry()
+    identity = {"argus.dag_id": ctx.dag_id, "argus.run_id": ctx.run_id, "argus.condition": args.condition}
+    with step_run(ctx, "train", args.condition) as mrun:
+        mlflow.log_params({**{f"cfg.{k}": v for k, v in cfg.to_dict().items()}, "condition": args.condition,
+                           "world_size": world, "device": str(device), "train_frames_clear": n_clear,
+                           f"train_frames_{args.condition}": n_adverse, **model.n_params})
+
+        def on_log(step: int, record: dict) -> None:
+            mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "step"}, step=step)
+
+        started = time.time()
+        outcome = train_translator(model, clear, adverse, steps=cfg.steps, checkpoints=ckpts, seed=cfg.seed,
+                                   on_log=on_log, max_seconds=args.max_seconds)
+        generator = model.G.float().cpu().eval()
+        n = min(N_GRID, clear.shape[0], adverse.shape[0])
+        src = clear[:n].float() / 255.0
+        fake = translate(generator, src, seed=cfg.seed)
+        image = grid([src, fake, adverse[:n].float() / 255.0])
+        sample_url = ctx.run.write_bytes(f"{where}/samples/grid.png", png_bytes(image))
+        mlflow.log_image(image, artifact_file=f"samples/{args.condition}_grid_step{outcome.steps:06d}.png")
+        digest = content_hash(generator)
+        mlflow.log_metrics({"train_seconds": time.time() - started, "final_images_per_s": outcome.images_per_s},
+                           step=outcome.steps)
+
+        existing = registry.find(name, identity)
+        if existing is None:
+            info = log_torch_model(generator, "generator", cfg.image_size)
+            source_uri = info.model_uri
+        else:
+            source_uri = existing.source
+        tags = {**ctx.lineage_tags(), **{f"argus.{k}": v for k, v in data_lineage.items()},
+                "argus.content_hash": digest, "argus.model_config": cfg.name, "argus.head": cfg.head,
+                "argus.steps": str(outcome.steps), "argus.mlflow_run_id": mrun.info.run_id}
+        mv, created = registry.register(name, source_uri, mrun.info.run_id, identity, tags,
+                                        description=f"clear -> {args.condition} weather generator (CUT family)")
+        registry.set_alias(name, CHALLENGER, mv.version)
+        log.info("%s v%s is the challenger (%s); samples %s", name, mv.version,
+                 "new version" if created else "version of an earlier try", sample_url)
+        return {
+            "condition": args.condition, "mlflow_run_id": mrun.info.run_id, "mlflow_run_url": run_url(mrun),
+            "model_name": name, "model_version": str(mv.version), "model_uri": f"models:/{name}/{mv.version}",
+            "registered_new_version": created, "content_hash": digest, "model_config": cfg.name, "head": cfg.head,
+            "config": cfg.to_dict(), "steps": outcome.steps, "resumed_from_step": outcome.resumed_from,
+            "final_losses": outcome.final_losses, "images_per_s": round(outcome.images_per_s, 2),
+            "train_seconds": round(outcome.train_seconds, 2), "samples": sample_url,
+            "generator_params": model.n_params["generator"], "train_frames": {"clear": n_clear, args.condition: n_adverse},
+        }

@@ -1,0 +1,73 @@
+"""Fixtures of the system tests: ONE Argus install with live Airflow services for the whole session.
+
+The stack (``stack.py``) runs the project's own ``scripts/init_local.sh`` on a temporary home and
+starts moto S3 (the DVC remote), an MLflow server and the four Airflow services on free loopback
+ports. Every test module shares it; runs use one condition and a few training steps.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from .stack import DAG_ID, ArgusStack, Schedule
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "system"
+# How far ahead of the start of the session the schedule fires: the set-up (migrations, dataset,
+# services) must be over by then, so that the test sees the scheduler create the run at the tick.
+TICK_LEAD = timedelta(seconds=int(os.environ.get("ARGUS_TEST_TICK_LEAD_S", "300")))
+
+
+def _next_minute(t: datetime) -> datetime:
+    return (t + timedelta(minutes=1)).replace(second=0, microsecond=0)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, request, artifacts):
+    """The running install; the DAG is unpaused once everything is up (the schedule starts then)."""
+    tick = _next_minute(datetime.now(UTC) + TICK_LEAD)
+    s = ArgusStack(root=tmp_path_factory.mktemp("system"), schedule=Schedule(tick=tick))
+    try:
+        s.start()
+        s.unpause()
+    except BaseException:
+        print("\n" + s.log_tails(80), file=sys.stderr)
+        s.keep_logs(artifacts / "failed-setup")
+        s.stop()
+        raise
+    print(f"\nsystem stack up in {s.timings} (home {s.home}, Airflow {s.base_url}, MLflow {s.mlflow_uri}, "
+          f"schedule '{s.schedule.cron}' -> tick {tick.isoformat()})", file=sys.stderr)
+    yield s
+    failed = request.session.testsfailed
+    if failed:
+        print(f"\n{failed} test(s) failed; tails of the service logs:\n{s.log_tails(40)}", file=sys.stderr)
+        s.keep_logs(artifacts / "logs")
+    s.stop()
+    leftovers = s.leftover_processes()
+    assert not leftovers, f"processes of the test install outlived the tear-down: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def api(stack):
+    return stack.api
+
+
+@pytest.fixture(scope="session")
+def mlflow_client(stack):
+    return stack.mlflow_client()
+
+
+@pytest.fixture(scope="session")
+def dag_id() -> str:
+    return DAG_ID
