@@ -15,8 +15,11 @@ PULL = StepSpec(
     memory="4Gi",
     arguments=(
         "--dataset-rev", "{{ params.dataset_rev }}",
-        "--interval-start", "{{ data_interval_start.isoformat() if data_interval_start else '' }}",
-        "--interval-end", "{{ data_interval_end.isoformat() if data_interval_end else '' }}",
+        # a manual run without a logical date has no data interval (the names are undefined then)
+        "--interval-start", "{{ data_interval_start.isoformat() if data_interval_start is defined and "
+                            "data_interval_start else '' }}",
+        "--interval-end", "{{ data_interval_end.isoformat() if data_interval_end is defined and "
+                          "data_interval_end else '' }}",
         "--window", "{{ params.data_window }}",
     ),
     doc="Pull the frames of this run's data interval from the DVC dataset registry; verify their hashes.",

@@ -24,7 +24,7 @@ CONF = {"conditions": ["fog"], "train_steps": 30, "data_window": "all", "min_fra
 def _env(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGUS_", "AIRFLOW", "MLFLOW_"))}
     env.update(ARGUS_HOME=str(home), ARGUS_RETRY_DELAY_S="1", ARGUS_RETRIES="1",
-               ARGUS_DATASET_INIT_ARGS=os.environ.get("ARGUS_E2E_DATASET_ARGS", "--small"))
+               ARGUS_DATASET_INIT_ARGS=os.environ.get("ARGUS_E2E_DATASET_ARGS", "--scale 0.25"))
     return env
 
 

@@ -108,7 +108,7 @@ def test_every_long_running_service_has_a_healthcheck(doc):
 
 def test_startup_order_has_no_cycle(doc):
     services = doc["services"]
-    graph = {n: set((s.get("depends_on") or {})) for n, s in services.items()}
+    graph = {n: set(s.get("depends_on") or {}) for n, s in services.items()}
     order: list[str] = []
     while graph:
         ready = sorted(n for n, deps in graph.items() if not deps - set(order))
@@ -210,3 +210,56 @@ def test_published_ports_are_loopback_only(doc):
     for name, svc in doc["services"].items():
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def _stub_bin(tmp_path, names: list[str]):
+    """Executables that record their arguments (one line per call) in ``calls.log``."""
+    import sys
+
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    log = tmp_path / "calls.log"
+    for name in names:
+        path = stub / name
+        path.write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> "{log}"\n')
+        path.chmod(0o755)
+    (stub / "python").symlink_to(sys.executable)
+    return stub, log
+
+
+def test_airflow_init_script_runs(doc, tmp_path):
+    """The init job's script, as compose hands it to bash, with stand-ins for airflow and argus-task."""
+    import os
+    import subprocess
+
+    init = doc["services"]["airflow-init"]
+    assert command_of(init)[:2] == ["bash", "-ec"]
+    script = command_of(init)[2].replace("/opt/airflow/auth/passwords.json", str(tmp_path / "passwords.json"))
+    stub, log = _stub_bin(tmp_path, ["airflow", "argus-task"])
+    password = 'p"a\\ss w$rd'
+    env = {**env_of(init), "AIRFLOW_ADMIN_PASSWORD": password, "PATH": f"{stub}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-ec", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0] == "airflow db migrate"
+    assert calls[1].startswith("airflow pools set argus_gpu 4 ") and calls[2].startswith("airflow pools set argus_promotion 1 ")
+    assert calls[3] == f"argus-task dataset init --registry {env['ARGUS_DATASET_REGISTRY']} --remote s3://argus-dvc/datasets"
+    assert json.loads((tmp_path / "passwords.json").read_text()) == {"admin": password}
+    assert oct((tmp_path / "passwords.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_bucket_job_script_runs(doc, tmp_path):
+    import os
+    import subprocess
+
+    job = doc["services"]["minio-buckets"]
+    assert job["entrypoint"] == ["/bin/sh", "-ec"]
+    stub, log = _stub_bin(tmp_path, ["mc"])
+    env = {**env_of(job), "PATH": f"{stub}:{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", "-ec", command_of(job)[0]], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0] == f"mc alias set argus http://minio:9000 {env['MINIO_ROOT_USER']} {env['MINIO_ROOT_PASSWORD']}"
+    assert [c for c in calls if c.startswith("mc mb")] == [
+        f"mc mb --ignore-existing argus/{b}" for b in ("argus-runs", "argus-mlflow", "argus-dvc")]
+    assert f"mc admin user add argus {env['ARGUS_S3_ACCESS_KEY']} {env['ARGUS_S3_SECRET_KEY']}" in calls

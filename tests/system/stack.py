@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 DAG_ID = "argus_weather_training"
 DAY = timedelta(days=1)
+AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 N_INTERVALS = 5  # three for the backfill, one for the catch-up run of the schedule, one ending at the tick
 S3_BUCKET = "argus-dvc"
 S3_CREDENTIALS = {  # moto accepts any; these are test values, not secrets
@@ -200,16 +201,16 @@ class ArgusStack:
         self.env = self._sourced_env(env)
         self._timed("init_local + frames", t)
 
-        t = time.time()
-        out = self.sh(f"argus-task dataset add-revision --registry {self.registry} --from {staging}")
-        (self.logs / "dataset-revisions.log").write_text(out.stdout + out.stderr)
-        self._timed("dataset revision v2", t)
-
         self._write_policy()
         self.password = json.loads(Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())[
             "admin"]
         t = time.time()
-        self._start_airflow()
+        for name in AIRFLOW_SERVICES:  # they start while the second dataset revision is pushed
+            self.services[name] = self.airflow_service(name).start()
+        out = self.sh(f"argus-task dataset add-revision --registry {self.registry} --from {staging}")
+        (self.logs / "dataset-revisions.log").write_text(out.stdout + out.stderr)
+        self._timed("dataset revision v2", t)
+        self._wait_airflow()
         self.services["mlflow"].wait_http(f"{self.mlflow_uri}/health", 180)
         self._timed("airflow services", t)
         self.timings["total"] = round(time.time() - t0, 1)
@@ -275,9 +276,7 @@ for batch, (start, end) in enumerate({periods!r}, 1):
     def airflow_service(self, name: str) -> Service:
         return Service(name, [str(VENV_BIN / "airflow"), name], self.env, self.logs / f"{name}.log", cwd=str(REPO))
 
-    def _start_airflow(self) -> None:
-        for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
-            self.services[name] = self.airflow_service(name).start()
+    def _wait_airflow(self) -> None:
         self.services["api-server"].wait_http(f"{self.base_url}/api/v2/monitor/health", 240)
         self.api = AirflowApi(self.base_url, "admin", self.password)
         deadline = time.time() + 240
@@ -335,10 +334,14 @@ for batch, (start, end) in enumerate({periods!r}, 1):
         return processes_with_env(ARGUS_HOME=str(self.home))
 
     def stop(self) -> None:
-        for name in ("scheduler", "triggerer", "dag-processor", "api-server", "mlflow", "moto-s3"):
-            svc = self.services.get(name)
-            if svc is not None:
-                svc.stop(grace_s=15)
+        order = ("scheduler", "triggerer", "dag-processor", "api-server", "mlflow", "moto-s3")
+        running = [self.services[n] for n in order if n in self.services]
+        for svc in running:  # all at once, then wait: a stopping scheduler ends its task processes
+            if svc.alive():
+                svc.signal_group(signal.SIGTERM)
+        deadline = time.time() + 20
+        for svc in running:
+            svc.stop(grace_s=max(0.5, deadline - time.time()))
         if self.s3 is not None:
             self.s3.down()
         kill_pids(self.leftover_processes())  # step processes of ours that outlived everything

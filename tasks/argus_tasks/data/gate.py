@@ -99,8 +99,9 @@ def _failure(suite: str, r) -> Failure:
 
 def run_gate(tables: dict, workdir: Path, *, min_frames: int, run_name: str) -> GateResult:
     """Validate ``tables`` (name -> DataFrame, the four of :data:`gx_project.TABLES`) under ``workdir``."""
-    import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
+
+    import great_expectations as gx
 
     started = time.time()
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -120,7 +121,7 @@ def run_gate(tables: dict, workdir: Path, *, min_frames: int, run_name: str) -> 
     dataset_failures, frame_failures, bad_rows = [], [], {}
     frame_checks = tables["frame_checks"]
     stats = {}
-    for identifier, vr in result.run_results.items():
+    for vr in result.run_results.values():
         suite = vr.suite_name
         table = suite.removeprefix("argus_")
         stats[table] = {k: vr.statistics.get(k) for k in ("evaluated_expectations", "successful_expectations",

@@ -168,8 +168,9 @@ def _placeholder_tables(folder: Path) -> None:
 
 def build_project(root: Path) -> Path:
     """(Re)generate the GX file context at ``root`` from the schema (suites, validation definitions, checkpoint)."""
-    import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    import great_expectations as gx
 
     root = Path(root).resolve()
     for sub in ("expectations", "validation_definitions", "checkpoints", "uncommitted", "plugins"):

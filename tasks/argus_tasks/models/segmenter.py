@@ -30,10 +30,12 @@ log = logging.getLogger(__name__)
 EVAL_CLASS_MAP: dict[int, int] = {i: i for i in range(len(CLASSES))}
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def _block(cin: int, cout: int, convs: int = 2) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                   nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
 
 
 class UNetSegmenter(nn.Module):
@@ -41,8 +43,10 @@ class UNetSegmenter(nn.Module):
                  class_map: dict[int, int] | None = None):
         super().__init__()
         w = width
-        self.enc1, self.enc2, self.enc3, self.mid = _block(3, w), _block(w, 2 * w), _block(2 * w, 4 * w), _block(4 * w, 8 * w)
-        self.dec3, self.dec2, self.dec1 = _block(12 * w, 4 * w), _block(6 * w, 2 * w), _block(3 * w, w)
+        # full-resolution layers are the expensive ones on a CPU: one conv there, two deeper down
+        self.enc1, self.enc2 = _block(3, w, 1), _block(w, 2 * w)
+        self.enc3, self.mid = _block(2 * w, 4 * w), _block(4 * w, 8 * w)
+        self.dec3, self.dec2, self.dec1 = _block(12 * w, 2 * w, 1), _block(4 * w, w, 1), _block(2 * w, w, 1)
         self.head = nn.Conv2d(w, num_classes, 1)
         self.num_classes = num_classes
         lut = torch.full((256,), IGNORE_ID, dtype=torch.long)

@@ -84,7 +84,8 @@ def _failure_message(rev: str, n: int, gate, quarantine, threshold: float, docs:
     return "\n".join(lines)
 
 
-def _log_mlflow(ctx, lineage: dict, outcome: str, metrics: dict, params: dict, docs_dir, quarantine_file) -> str:
+def _log_mlflow(ctx, lineage: dict, outcome: str, result_id: str, metrics: dict, params: dict, docs_dir,
+                quarantine_file) -> str:
     import mlflow
 
     from argus_tasks.tracking import step_run
@@ -92,7 +93,13 @@ def _log_mlflow(ctx, lineage: dict, outcome: str, metrics: dict, params: dict, d
     tags = {"argus.dataset_rev": lineage.get("revision", ""), "argus.dataset_commit": lineage.get("commit", ""),
             "argus.dataset_fingerprint": lineage.get("fingerprint", ""), "argus.validation.outcome": outcome}
     with step_run(ctx, "validate", tags=tags) as run:
-        mlflow.log_params(params)
+        # a retried step reopens its MLflow run, where params are immutable: log new keys only and
+        # record a changed value (a rerun with other arguments) as a tag
+        logged = mlflow.get_run(run.info.run_id).data.params
+        mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+        mlflow.set_tags({f"argus.rerun_param.{k}": str(v) for k, v in params.items()
+                         if k in logged and logged[k] != str(v)})
+        mlflow.set_tag("argus.gx_result_id", result_id)
         mlflow.log_metrics(metrics)
         if docs_dir.is_dir():
             mlflow.log_artifacts(str(docs_dir), artifact_path="data_docs")
@@ -152,8 +159,9 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                "dataset_failures": len(gate.dataset_failures) + len(extra),
                "frame_failures": len(gate.frame_failures), "gx_seconds": gate.seconds}
     params = {"quarantine_threshold": args.quarantine_threshold, "min_frames_per_group": args.min_frames_per_group,
-              "dataset_rev": lineage.get("revision", ""), "gx_result_id": gate.result_id}
-    mlflow_run = _log_mlflow(ctx, lineage, outcome, metrics, params, workdir / "data_docs", workdir / "quarantine.parquet")
+              "dataset_rev": lineage.get("revision", "")}
+    mlflow_run = _log_mlflow(ctx, lineage, outcome, gate.result_id, metrics, params, workdir / "data_docs",
+                             workdir / "quarantine.parquet")
     log.info("validation %s: %d frames, %d bad (%.2f%%), %d dataset-level failure(s); Data Docs %s",
              outcome, n, len(quarantine), 100 * bad_fraction, metrics["dataset_failures"], docs)
     if failed:

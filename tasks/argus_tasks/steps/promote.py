@@ -1,0 +1,183 @@
+"""`argus-task promote --condition C`: decide champion/challenger and apply it in the registry.
+
+The decision is :func:`argus_tasks.models.decision.decide` (pure, paired bootstrap, fails
+closed) on the records that evaluate wrote; the registry change is
+:class:`argus_tasks.models.registry_adapter.Registry.apply_promotion`, under a per-model lock and
+with a compare-and-set on the champion that evaluate compared against.
+
+"Not promoted" is a normal outcome (exit 0, ``promoted: false`` with the reasons). Missing
+upstream outputs (validation, train, evaluate) are a PermanentStepError. A human rejection
+(``--approval '{"required": true, "approved": false, ...}'``) promotes nothing and is recorded.
+Re-running after success changes nothing and says "already applied".
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+
+from argus_tasks.contract import CONDITIONS, PermanentStepError, StepContext
+
+HELP = "promote the challenger to champion when the decision policy says so"
+log = logging.getLogger("argus.promote")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--condition", required=True, choices=CONDITIONS)
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="the CI upper bound of the class-wise gap difference must lie below -margin (default 0)")
+    p.add_argument("--kid-tolerance", type=float, default=0.10,
+                   help="allowed relative KID regression vs the champion (default 0.10 = 10%%)")
+    p.add_argument("--require-beat-reference", choices=("auto", "yes", "no"), default="auto",
+                   help="also require beating the best non-learned reference (auto: yes for the full config)")
+    p.add_argument("--approval", default='{"required": false}',
+                   help='human approval as JSON: {"required": bool, "approved": bool, "by": str, "comment": str}')
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+
+def parse_approval(text: str) -> dict:
+    try:
+        approval = json.loads(text) if text else {"required": False}
+    except json.JSONDecodeError as exc:
+        raise PermanentStepError(f"--approval is not valid JSON ({exc}): {text[:200]!r}") from exc
+    if not isinstance(approval, dict):
+        raise PermanentStepError(f"--approval must be a JSON object, got {text[:200]!r}")
+    return approval
+
+
+def _candidate(doc: dict, key: str, records: dict, real_conf):
+    from argus_tasks.models.decision import Candidate
+
+    entry = doc["candidates"].get(key)
+    if entry is None:
+        return None
+    return Candidate(name=entry.get("name", key), version=entry.get("version"), metrics=entry.get("metrics"),
+                     sanity=entry.get("sanity"), gen_conf=records.get(key), real_conf=real_conf,
+                     content_hash=entry.get("content_hash"), learned=bool(entry.get("learned", True)))
+
+
+def _load_evaluation(ctx, condition):
+    import numpy as np
+
+    out = f"evaluate/{condition}"
+    if not ctx.run.exists(f"{out}/metrics.json"):
+        raise PermanentStepError(f"{ctx.run.url(out + '/metrics.json')} is missing: evaluate has not completed for "
+                                 f"{condition} in this run; nothing to decide on")
+    doc = ctx.run.read_json(f"{out}/metrics.json")
+    records = {}
+    for key, entry in doc.get("candidates", {}).items():
+        rel = f"{out}/{entry.get('records', f'records/{key}.npz')}"
+        if ctx.run.exists(rel):  # a missing record file makes that candidate incomplete (fail closed)
+            records[key] = np.load(io.BytesIO(ctx.run.read_bytes(rel)))["conf"]
+    real_conf = (np.load(io.BytesIO(ctx.run.read_bytes(f"{out}/records/real.npz")))["conf"]
+                 if ctx.run.exists(f"{out}/records/real.npz") else None)
+    return doc, records, real_conf
+
+
+def _validation(ctx) -> dict:
+    from argus_tasks.data.access import RESULT, load_accepted
+
+    load_accepted(ctx.run)  # raises PermanentStepError when validation output is missing or stale
+    result = ctx.run.read_json(RESULT)
+    outcome = result.get("outcome", "passed")
+    return {"passed": outcome in ("passed", "quarantined"), "quarantine_exceeded": outcome == "failed",
+            "outcome": outcome, "result_id": result.get("result_id", "")}
+
+
+def _finite(x):
+    try:
+        return float(x) if math.isfinite(float(x)) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def run(args: argparse.Namespace, ctx: StepContext) -> dict:
+    import mlflow
+
+    from argus_tasks.models.decision import Policy, decide
+    from argus_tasks.models.registry_adapter import Registry, promotion_lock, weather_model_name
+    from argus_tasks.tracking import step_run
+
+    c, out = args.condition, f"promote/{args.condition}"
+    approval = parse_approval(args.approval)
+    validation = _validation(ctx)
+    if not ctx.run.exists(f"train/{c}/result.json"):
+        raise PermanentStepError(f"{ctx.run.url(f'train/{c}/result.json')} is missing: train did not complete for {c}")
+    trained = ctx.run.read_json(f"train/{c}/result.json")
+    doc, records, real_conf = _load_evaluation(ctx, c)
+    name = weather_model_name(c)
+    chal_v = str(trained["model_version"])
+    if str(doc.get("challenger_version")) != chal_v:
+        raise PermanentStepError(f"evaluate/{c} judged v{doc.get('challenger_version')} but train/{c} registered "
+                                 f"v{chal_v}: rerun evaluate for {c}")
+
+    if ctx.run.exists(f"{out}/decision.json"):
+        previous = ctx.run.read_json(f"{out}/decision.json")
+        if str(previous.get("challenger_version")) == chal_v and previous.get("applied_at_registry"):
+            log.info("promote %s already applied for v%s (promoted=%s): nothing changes", c, chal_v,
+                     previous.get("promoted"))
+            return {**previous["result"], "already_applied": True,
+                    "note": f"already applied: {previous['result'].get('note', '')}"}
+
+    config_name = trained.get("model_config", "tiny")
+    require_ref = {"yes": True, "no": False}.get(args.require_beat_reference, config_name == "full")
+    policy = Policy(margin=args.margin, kid_tolerance=args.kid_tolerance, require_beat_reference=require_ref,
+                    n_boot=args.n_boot, seed=args.seed)
+    challenger = _candidate(doc, "challenger", records, real_conf)
+    champion = _candidate(doc, "champion", records, real_conf)
+    references = [cand for key in doc["candidates"] if key not in ("challenger", "champion")
+                  if (cand := _candidate(doc, key, records, real_conf)) is not None]
+    decision = decide(champion, challenger, references, policy, validation)
+    promote, reasons = decision.promote, list(decision.reasons)
+    approval_state = "not_required"
+    if approval.get("required"):
+        if not promote:
+            approval_state = "not_asked"
+        elif approval.get("approved") is True:
+            approval_state = "approved"
+            reasons.append(f"approved by {approval.get('by', '?')}: {approval.get('comment', '')}".strip())
+        else:
+            approval_state = "rejected" if approval.get("approved") is False else "missing"
+            promote = False
+            reasons.append(f"human approval {approval_state} (by {approval.get('by', '?')}: "
+                           f"{approval.get('comment', '')}); nothing moves")
+    expected_champion = doc.get("champion_version")
+    registry = Registry()
+    tags = {**ctx.lineage_tags(), "argus.decision_reasons": reasons, "argus.approval": approval_state,
+            "argus.decided_by_run": f"{ctx.dag_id}/{ctx.run_id}"}
+    with promotion_lock(ctx.store_root, name):
+        applied = registry.apply_promotion(name, chal_v, expected_champion, promote, tags)
+    if promote and not (applied["applied"] or applied["already_applied"]):
+        promote = False
+        reasons.append(applied["note"])
+    log.info("promote %s v%s: %s. %s", name, chal_v, "PROMOTED" if promote else "not promoted", applied["note"])
+    for r in reasons:
+        log.info("  - %s", r)
+
+    chal_m = (doc["candidates"].get("challenger") or {}).get("metrics", {})
+    champ_m = (doc["candidates"].get("champion") or {}).get("metrics", {})
+    result = {
+        "condition": c, "model_name": name, "promoted": bool(promote), "reasons": reasons,
+        "challenger_version": chal_v, "previous_champion": applied["previous_champion"],
+        "champion_version": applied["champion_version"], "approval": approval_state,
+        "policy": {"margin": policy.margin, "kid_tolerance": policy.kid_tolerance,
+                   "require_beat_reference": policy.require_beat_reference, "n_boot": policy.n_boot},
+        "validation": validation, "note": applied["note"], "already_applied": applied["already_applied"],
+        "metrics": {"challenger": {k: _finite(chal_m.get(k)) for k in ("kid", "classwise_gap", "label_preservation")},
+                    "champion": {k: _finite(champ_m.get(k)) for k in ("kid", "classwise_gap", "label_preservation")}
+                    if champ_m else None},
+        "comparisons": decision.comparisons,
+    }
+    with step_run(ctx, "promote", c) as mrun:
+        mlflow.log_params({"condition": c, "margin": policy.margin, "kid_tolerance": policy.kid_tolerance,
+                           "require_beat_reference": policy.require_beat_reference, "approval": approval_state})
+        mlflow.log_metric("promoted", float(promote))
+        mlflow.log_dict(result, f"promote_{c}/decision.json")
+        result["mlflow_run_id"] = mrun.info.run_id
+    ctx.run.write_json(f"{out}/decision.json", {"challenger_version": chal_v, "applied_at_registry": True,
+                                                "result": result})
+    return result

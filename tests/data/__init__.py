@@ -1,0 +1,1 @@
+"""Tests of the data side: scenes, registry, pull, validation gate, importers."""

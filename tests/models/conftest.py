@@ -1,0 +1,115 @@
+"""Fixtures of the model tests: a small validated run built from the procedural scenes.
+
+The run folder is what ``pull`` + ``validate`` leave behind (``data/`` with the manifest,
+``data/pull.json``, ``validate/result.json`` + ``accepted_manifest.parquet``), written directly
+from a generated dataset so the model tests do not depend on DVC and Great Expectations (the
+data tests cover those). Steps run through the real CLI (``argus_tasks.cli.main``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from argus_tasks import cli
+from argus_tasks.store import RunStore
+
+DAG_ID = "model_tests"
+# Enough frames for the segmenter floor and a visible learning signal; ~6 s to render on 2 cores.
+COUNTS = {
+    "clear": {"train": 160, "val": 24, "test": 24},
+    "fog": {"train": 64, "val": 24, "test": 24},
+    "night": {"train": 16, "val": 8, "test": 8},
+}
+END = datetime(2026, 3, 1, tzinfo=UTC)
+START = END - timedelta(days=28)
+
+
+def build_validated_run(template: Path, store: Path, dag_id: str, run_id: str) -> RunStore:
+    """A run folder holding ``template`` as its pulled and validated data."""
+    run = RunStore(str(store), dag_id, run_id)
+    shutil.copytree(template, run.local_dir("data"), dirs_exist_ok=True)
+    raw = (template / "manifest.parquet").read_bytes()
+    fingerprint = hashlib.sha256(raw).hexdigest()
+    run.write_json("data/pull.json", {"revision": "test-rev", "commit": "0" * 40, "fingerprint": fingerprint})
+    run.write_bytes("validate/accepted_manifest.parquet", raw)
+    run.write_json("validate/result.json", {
+        "result_id": f"test-checkpoint/{run_id}", "outcome": "passed", "dataset_fingerprint": fingerprint,
+        "accepted_manifest_sha256": hashlib.sha256(raw).hexdigest()})
+    return run
+
+
+class Steps:
+    """Runs ``argus-task`` commands in this process for one store; returns (exit code, result)."""
+
+    def __init__(self, monkeypatch, store: Path, xcom: Path):
+        self.monkeypatch, self.store, self.xcom = monkeypatch, store, xcom
+        xcom.parent.mkdir(parents=True, exist_ok=True)
+
+    def env(self, run_id: str) -> dict:
+        return {"ARGUS_STORE": str(self.store), "ARGUS_DAG_ID": DAG_ID, "ARGUS_RUN_ID": run_id,
+                "ARGUS_XCOM_RETURN": str(self.xcom)}
+
+    def __call__(self, argv: list[str], run_id: str) -> tuple[int, dict]:
+        self.xcom.unlink(missing_ok=True)
+        for k, v in self.env(run_id).items():
+            self.monkeypatch.setenv(k, v)
+        rc = cli.main(argv)
+        return rc, (json.loads(self.xcom.read_text()) if self.xcom.exists() else {})
+
+    def run_store(self, run_id: str) -> RunStore:
+        return RunStore(str(self.store), DAG_ID, run_id)
+
+
+@pytest.fixture(scope="session")
+def dataset_template(tmp_path_factory) -> Path:
+    from argus_tasks.data.generate import generate_dataset
+
+    root = tmp_path_factory.mktemp("model-dataset")
+    generate_dataset(root, size=64, counts=COUNTS, seed=5, start=START, end=END, workers=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model-store")
+
+
+@pytest.fixture
+def steps(monkeypatch, model_store, tmp_path) -> Steps:
+    return Steps(monkeypatch, model_store, tmp_path / "xcom" / "return.json")
+
+
+@pytest.fixture
+def validated_run(dataset_template, model_store):
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    return run_id, build_validated_run(dataset_template, model_store, DAG_ID, run_id)
+
+
+@pytest.fixture(scope="session")
+def session_segmenter(dataset_template, model_store):
+    """The reference segmenter, trained and registered once per test session (as in production)."""
+    import os
+
+    run_id = f"seg-{uuid.uuid4().hex[:8]}"
+    build_validated_run(dataset_template, model_store, DAG_ID, run_id)
+    env = {"ARGUS_STORE": str(model_store), "ARGUS_DAG_ID": DAG_ID, "ARGUS_RUN_ID": run_id,
+           "ARGUS_XCOM_RETURN": str(model_store / "seg-return.json")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        rc = cli.main(["segmenter"])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert rc == 0, (model_store / "runs" / DAG_ID / run_id / "segmenter" / "failure.json").read_text()
+    return json.loads((model_store / "seg-return.json").read_text())
