@@ -57,6 +57,13 @@ with DAG(
         chosen = params["conditions"]
         return [c for c in ("fog", "rain", "snow", "night") if c in chosen]
 
+    @task(task_id="run_outcome", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def run_outcome() -> None:
+        """Fails the run when any step failed; skipped (green) otherwise. The report is not the judge."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("a step of this run failed: see the report and the failed task's log")
+
     conditions = select_conditions()
     pull = heavy_step(PULL, settings=SETTINGS)
     validate = heavy_step(VALIDATE, settings=SETTINGS)
@@ -72,3 +79,4 @@ with DAG(
     pull >> validate >> [segmenter, train]
     conditions >> train
     [train, segmenter] >> evaluate >> approve >> promote >> report
+    [pull, validate, segmenter, train, evaluate, approve, promote, report] >> run_outcome()

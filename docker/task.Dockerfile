@@ -74,9 +74,8 @@ RUN apt-get update \
     && chown "${ARGUS_UID}:${ARGUS_GID}" /airflow/xcom /tmp/argus-scratch
 
 COPY --from=builder /opt/venv /opt/venv
-# The GX file context; GX writes validation results and Data Docs next to its config, so the
-# task user owns it.
-COPY --chown=10001:10001 great_expectations/ /opt/argus/great_expectations/
+# The GX file context, read-only: the validate step works in a private copy inside the run.
+COPY great_expectations/ /opt/argus/great_expectations/
 
 WORKDIR /home/argus
 # Numeric user, so that Kubernetes can check runAsNonRoot without a runAsUser in the pod.

@@ -33,15 +33,18 @@ def test_dags_import_without_errors(dagbag):
 
 def test_tasks_and_edges(dag):
     edges = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
-    assert set(edges) == HEAVY | {"select_conditions", "approve"}
-    assert edges["pull"] == {"validate"}
-    assert edges["validate"] == {"segmenter", "train"}
-    assert edges["train"] == {"evaluate"}
-    assert edges["segmenter"] == {"evaluate"}
-    assert edges["evaluate"] == {"approve"}
-    assert edges["approve"] == {"promote"}
-    assert edges["promote"] == {"report"}
-    assert edges["report"] == set()
+    assert set(edges) == HEAVY | {"select_conditions", "approve", "run_outcome"}
+    assert edges["pull"] == {"validate", "run_outcome"}
+    assert edges["validate"] == {"segmenter", "train", "run_outcome"}
+    assert edges["train"] == {"evaluate", "run_outcome"}
+    assert edges["segmenter"] == {"evaluate", "run_outcome"}
+    assert edges["evaluate"] == {"approve", "run_outcome"}
+    assert edges["approve"] == {"promote", "run_outcome"}
+    assert edges["promote"] == {"report", "run_outcome"}
+    assert edges["report"] == {"run_outcome"}
+    assert edges["run_outcome"] == set()
+    assert dag.get_task("run_outcome").trigger_rule == "one_failed"
+    assert {t.task_id for t in dag.get_task("run_outcome").upstream_list} == HEAVY | {"approve"}
     assert dag.get_task("report").trigger_rule == "all_done"
     for task_id in ("train", "evaluate", "promote"):
         assert dag.get_task(task_id).trigger_rule == "all_success", "a failed step must never let promote run"

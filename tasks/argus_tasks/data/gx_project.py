@@ -19,9 +19,11 @@ Tables (parquet files the validate step writes for each run):
 Each expectation carries ``meta.level``: ``frame`` when a failure points at individual frames
 (they can be quarantined) or ``dataset`` when it condemns the dataset as a whole.
 
-Where the project comes from (explicit, in this order): ``$ARGUS_GX_ROOT``; the
-``great_expectations`` folder at the root of the repository holding this package; the
-``great_expectations`` folder beside the installed package (the task image copies it there). A run
+Where the project comes from (explicit, in this order): ``$ARGUS_GX_ROOT`` (the task image sets
+``/opt/argus/great_expectations``, where it copies the folder); else the ``great_expectations``
+folder at the root of the repository holding this package (a checkout, editable install); else a
+``great_expectations`` folder beside the package that holds a ``great_expectations.yml`` (never the
+GX library of the same name in site-packages). A run
 validates in a private copy of it (``<run>/validate/gx/``) so that concurrent runs never share
 result stores and a read-only image works; the copy's datasource points at the run's tables.
 """
@@ -29,9 +31,11 @@ result stores and a read-only image works; the copy's datasource points at the r
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from argus_tasks.data.schema import (
@@ -199,7 +203,26 @@ def build_project(root: Path) -> Path:
     set_tables_dir(root / "great_expectations.yml", "tables")  # a placeholder: each run sets its own
     _edit_yml(root / "great_expectations.yml", lambda doc: doc.__setitem__("analytics_enabled", False))
     shutil.rmtree(root / "uncommitted", ignore_errors=True)
+    _stable_ids(root)
     return root
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _stable_ids(root: Path) -> None:
+    """Replace GX's random ids by ids derived from their order of appearance, consistently across files,
+    so regenerating an unchanged project leaves git with nothing to commit."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and (p.suffix in (".json", ".yml") or p.name == ".ge_store_backend_id"))
+    mapping: dict[str, str] = {}
+    for p in files:
+        for old in _UUID.findall(p.read_text()):
+            mapping.setdefault(old, str(uuid.uuid5(uuid.NAMESPACE_URL, f"argus-gx/{len(mapping)}")))
+    for p in files:
+        text = p.read_text()
+        new = _UUID.sub(lambda m: mapping[m.group(0)], text)
+        if new != text:
+            p.write_text(new)
 
 
 def _edit_yml(yml: Path, change) -> None:
@@ -208,6 +231,7 @@ def _edit_yml(yml: Path, change) -> None:
 
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold long paths
     doc = yaml.load(yml.read_text())
     change(doc)
     with open(yml, "w") as fh:

@@ -21,7 +21,8 @@ log = logging.getLogger("argus.segmenter")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--retrain", action="store_true", help="train a new version even if a champion exists")
+    p.add_argument("--retrain", action=argparse.BooleanOptionalAction, default=False,
+                   help="train a new version even if a champion exists (--no-retrain: only when missing)")
     p.add_argument("--steps", type=int, default=130, help="optimiser steps when training (default 130)")
     p.add_argument("--min-miou", type=float, default=0.75, help="floor on clear val+test mIoU (default 0.75)")
     p.add_argument("--seed", type=int, default=0)

@@ -25,7 +25,7 @@ N_GRID = 6
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--condition", required=True, choices=CONDITIONS)
     p.add_argument("--model-config", default="tiny", help="tiny (CPU, 64 px) or full (GPU, 256 px)")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default, or 0: the config's)")
     p.add_argument("--head", choices=("physics", "free"), default=None, help="output head (default: physics)")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: the config's, 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -39,7 +39,7 @@ def _config(args):
 
     try:
         overrides = parse_overrides(args.overrides)
-        overrides.update({k: v for k, v in (("steps", args.steps), ("head", args.head), ("seed", args.seed))
+        overrides.update({k: v for k, v in (("steps", args.steps or None), ("head", args.head), ("seed", args.seed))
                           if v is not None})
         return load_config(args.model_config, overrides)
     except ConfigError as exc:
