@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 
-KEY_METRICS = ("classwise_gap", "kid", "label_preservation_miou", "aggregate_gap")
+KEY_METRICS = ("classwise_gap", "kid", "label_preservation", "aggregate_gap")
 
 
 def comparison_markdown(condition: str, evaluation: dict | None) -> str:
     """A Markdown table of the challenger against the champion and the references."""
     if not evaluation:
         return f"No evaluation result was found for **{condition}**: approving cannot promote anything."
-    rows = evaluation.get("table") or []
+    rows = [{"model": name, **values} for name, values in (evaluation.get("metrics") or {}).items()]
     lines = [f"### {condition}: challenger v{evaluation.get('challenger_version', '?')} "
              f"vs champion v{evaluation.get('champion_version', '-')}", "",
              "| model | " + " | ".join(KEY_METRICS) + " |", "|---" * (len(KEY_METRICS) + 1) + "|"]
@@ -30,9 +30,12 @@ def comparison_markdown(condition: str, evaluation: dict | None) -> str:
             value = row.get(key)
             cells.append(f"{value:.4f}" if isinstance(value, (int, float)) else "-")
         lines.append(f"| {row.get('model', '?')} | " + " | ".join(cells) + " |")
-    lines += ["", "Lower is better for every column except label_preservation_miou.",
-              f"Sample grids: {evaluation.get('grids') or evaluation.get('artifacts') or 'see the MLflow run'}",
-              f"MLflow run: {evaluation.get('mlflow_run_url') or evaluation.get('mlflow_run_id', '-')}"]
+    lines += ["", "Lower is better for every column except label_preservation (segmenter mIoU against the source "
+              "labels). Sanity gates of the challenger: "
+              + ("passed" if evaluation.get("sanity_passed") else f"FAILED {evaluation.get('sanity')}"),
+              f"Sample grids (clear input | generated | real {condition}): "
+              f"{evaluation.get('artifacts', '?')}/grids/<model>.png, also in the MLflow run "
+              f"{evaluation.get('mlflow_run_id', '-')} under evaluate_{condition}/grids"]
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ def condition_row(condition: str, outcomes) -> dict:
     evaluate = outcomes[f"evaluate/{condition}"]
     promote = outcomes[f"promote/{condition}"]
     decision = promote.result if promote.status == "succeeded" else {}
-    metrics = (evaluate.result.get("challenger") or evaluate.result.get("metrics") or {}) if evaluate.result else {}
+    metrics = (evaluate.result.get("metrics") or {}).get("challenger", {}) if evaluate.status == "succeeded" else {}
     if promote.status == "succeeded":
         verdict = "PROMOTED" if decision.get("promoted") else "not promoted"
         reasons = "; ".join(decision.get("reasons", []))
@@ -49,7 +49,7 @@ def condition_row(condition: str, outcomes) -> dict:
         "champion_version": decision.get("champion_version"),
         "classwise_gap": metrics.get("classwise_gap"),
         "kid": metrics.get("kid"),
-        "label_preservation": metrics.get("label_preservation_miou", metrics.get("label_preservation")),
+        "label_preservation": metrics.get("label_preservation"),
         "mlflow_run_id": train.result.get("mlflow_run_id") if train.result else None,
     }
 
