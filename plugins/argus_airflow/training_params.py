@@ -88,10 +88,11 @@ def training_params(default_model_config: str) -> dict[str, Param]:
             maximum=1,
         ),
         "kid_tolerance": Param(
-            0.002,
+            0.10,
             type="number",
-            title="KID tolerance",
-            description="Largest KID regression against the champion that still allows a promotion.",
+            title="KID tolerance (relative)",
+            description="How much worse than the champion's the challenger's KID may be and still be promoted, "
+            "as a fraction of the champion's KID: 0.10 allows up to 10% higher.",
             minimum=0,
             maximum=1,
         ),

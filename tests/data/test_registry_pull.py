@@ -80,11 +80,12 @@ def test_revision_that_does_not_exist_fails_permanently_and_lists_tags(steps, ru
 
 
 def test_interval_with_no_frames_fails_permanently_naming_the_interval(steps, run_id):
+    assert steps(pull_args("v1", window="all"), run_id)[0] == EXIT_OK  # an earlier, good pull of this run
     rc, _ = steps(pull_args("v1", "2020-01-01T00:00:00+00:00", "2020-02-01T00:00:00+00:00"), run_id)
     assert rc == EXIT_PERMANENT
     message = steps.failure(run_id, "pull")
     assert "[2020-01-01T00:00:00+00:00, 2020-02-01T00:00:00+00:00)" in message and "no frames" in message
-    assert not (steps.run_store(run_id).cache / "data" / "manifest.parquet").exists()
+    assert not (steps.run_store(run_id).cache / "data" / "manifest.parquet").exists()  # withdrawn
     with pytest.raises(PermanentStepError, match="validation output missing"):
         load_accepted(steps.run_store(run_id))
 
@@ -141,3 +142,32 @@ def test_add_revision_adds_later_frames_as_v2_and_latest_follows(tmp_path, monke
     shutil.rmtree(base / "remote")  # every object is cached: a repeat pull needs no remote
     rc4, r_again = steps(pull_args("v2", window="all"), "d")
     assert rc4 == EXIT_OK and r_again["transferred"] == 0 and r_again["fingerprint"] == r_latest["fingerprint"]
+
+
+def test_s3_remote_through_dvc_s3(tmp_path, monkeypatch):
+    """init pushes to an S3 remote (a local moto server) and pull reads from it, endpoint from the env."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from .conftest import Steps
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                     "ARGUS_DVC_S3_ENDPOINT": endpoint, "ARGUS_SCRATCH": str(tmp_path / "scratch")}.items():
+            monkeypatch.setenv(k, v)
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="argus-data")
+        reg = Registry(tmp_path / "registry")
+        reg.init("s3://argus-data/registry", size=64, seed=2, counts={"clear": {"train": 3}, "fog": {"train": 3}},
+                 start=PERIOD_START, end=PERIOD_END, workers=1)
+        assert reg.configured_remote() == "s3://argus-data/registry"
+        assert "secret" not in (reg.path / ".dvc" / "config").read_text().lower()
+        assert s3.list_objects_v2(Bucket="argus-data")["KeyCount"] >= 19
+        rc, result = Steps(monkeypatch, tmp_path, reg.path)(pull_args(window="all"), "s3")
+        assert rc == EXIT_OK and result["n_frames"] == 6 and result["transferred"] == 19
+    finally:
+        server.stop()

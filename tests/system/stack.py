@@ -37,6 +37,7 @@ DAY = timedelta(days=1)
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 N_INTERVALS = 5  # three for the backfill, one for the catch-up run of the schedule, one ending at the tick
 S3_BUCKET = "argus-dvc"
+MLFLOW_MODE = os.environ.get("ARGUS_TEST_MLFLOW", "server")
 S3_CREDENTIALS = {  # moto accepts any; these are test values, not secrets
     "AWS_ACCESS_KEY_ID": "argus-system-test",
     "AWS_SECRET_ACCESS_KEY": "argus-system-test-secret-7f3a",
@@ -48,7 +49,10 @@ SCHEDULED_DEFAULTS = {"conditions": ["fog"], "train_steps": 20, "min_frames_per_
 # v1 (interval 1): the demo mix of every condition at this scale (84 clear and 24 fog train frames...)
 INIT_SCALE = 0.2
 # v2 adds intervals 2..5 with these frames each (whole drives of 8 frames)
-INTERVAL_COUNTS = {"clear": {"train": 24, "val": 8, "test": 8}, "fog": {"train": 16, "val": 8, "test": 8}}
+# (validation wants every condition/split pair in every interval; one drive of 8 frames is enough)
+INTERVAL_COUNTS = {"clear": {"train": 24, "val": 8, "test": 8},
+                   **{c: {"train": 16, "val": 8, "test": 8} for c in ("fog", "rain")},
+                   **{c: {"train": 8, "val": 8, "test": 8} for c in ("snow", "night")}}
 
 POLICY = '''"""Cluster policy of the Argus system-test deployment (written by tests/system/stack.py)."""
 import json
@@ -112,6 +116,14 @@ class ArgusStack:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
     @property
+    def steps_tracking_uri(self) -> str:
+        """What the steps log to: the server (as in production), or with ARGUS_TEST_MLFLOW=sqlite the
+        database file the server serves (as ``make demo`` does)."""
+        if MLFLOW_MODE == "sqlite":
+            return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+        return self.mlflow_uri
+
+    @property
     def store(self) -> Path:
         return self.home / "store"
 
@@ -133,7 +145,7 @@ class ArgusStack:
             "ARGUS_AIRFLOW_PORT": str(self.airflow_port),
             "ARGUS_MLFLOW_PORT": str(self.mlflow_port),
             "ARGUS_MLFLOW_UI": self.mlflow_uri,
-            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "MLFLOW_TRACKING_URI": self.steps_tracking_uri,
             "ARGUS_SCHEDULE": self.schedule.cron,
             "ARGUS_RETRY_DELAY_S": "2",
             "ARGUS_RETRIES": "3",

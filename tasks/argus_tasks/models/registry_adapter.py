@@ -151,7 +151,8 @@ class Registry:
             out.update(applied=True, champion_version=str(challenger_version),
                        note=f"{name}@champion moved v{current_v} -> v{challenger_version}")
         else:
-            out["note"] = f"{name}@champion stays at v{current_v}"
+            out["note"] = (f"{name}@champion stays at v{current_v}" if current_v
+                           else f"{name} has no champion yet, and this challenger does not become one")
         return out
 
 

@@ -94,6 +94,16 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
                 torch.manual_seed(seed + rank + 7919 * start_step)
                 gen.manual_seed(seed * 1000 + rank + 7919 * start_step)
             log.info("resuming from checkpoint at step %d (%s)", start_step, checkpoints.path(start_step))
+    # constant learning rate for the first half, then linear decay to zero (as in CycleGAN/CUT)
+    def lr_factor(step: int) -> float:
+        half = steps // 2
+        return 1.0 if step < half else max(0.0, (steps - step) / max(steps - half, 1))
+
+    def set_lr(step: int) -> None:
+        for opt in (model.opt_g, model.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(step)
+
     sample_clear = BatchSampler(clear, cfg.batch_size, cfg.image_size, gen)
     sample_adverse = BatchSampler(adverse, cfg.batch_size, cfg.image_size, gen)
     model.G.train()
@@ -112,6 +122,7 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
         if max_seconds is not None and time.time() - started >= max_seconds:
             log.info("time budget of %.0fs reached at step %d", max_seconds, step)
             break
+        set_lr(step)
         losses = model.train_step(sample_clear(), sample_adverse())
         step += 1
         done_images += cfg.batch_size

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         previous = ctx.run.read_json(f"{out}/decision.json")
         if str(previous.get("challenger_version")) == chal_v and previous.get("applied_at_registry"):
             log.info("promote %s already applied for v%s (promoted=%s): nothing changes", c, chal_v,
-                     previous.get("promoted"))
+                     previous["result"].get("promoted"))
             return {**previous["result"], "already_applied": True,
                     "note": f"already applied: {previous['result'].get('note', '')}"}
 

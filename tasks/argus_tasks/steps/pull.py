@@ -124,6 +124,11 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     end = parse_time(args.interval_end, "interval-end")
     if start is not None and end is not None and end <= start and args.window == "interval":
         raise PermanentStepError(f"data interval {describe_interval(start, end)} is empty (end is not after start)")
+    # an earlier pull of this run is withdrawn first: a failing rerun must not leave it looking complete
+    for rel in (PULL_JSON, MANIFEST):
+        (ctx.run.cache / rel).unlink(missing_ok=True)
+        if ctx.run.remote and ctx.run.fs.exists(ctx.run.url(rel)):
+            ctx.run.fs.rm(ctx.run.url(rel))
     cache = cache_root(ctx)
     clone = RegistryClone(ctx.dataset_registry, cache)
     clone.sync()

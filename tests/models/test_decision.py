@@ -1,0 +1,220 @@
+"""The promotion decision: exhaustive cases of the pure ``decide`` function on synthetic records.
+
+Records are per-frame confusion counts drawn so that a candidate's class-wise realism gap is
+known: the real adverse frames have per-class accuracy ``REAL_ACC``; a candidate whose generated
+frames have accuracy ``acc`` has a gap of about ``|acc - REAL_ACC|`` in IoU terms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from argus_tasks.models.decision import Candidate, Policy, decide, paired_gap_difference
+from argus_tasks.models.metrics import realism_gaps
+
+C = 4
+N_GEN, N_REAL = 60, 50
+REAL_ACC = 0.55
+OK_SANITY = {"finite_in_range": True, "differs_from_input": True, "no_collapse": True}
+VALID = {"passed": True, "quarantine_exceeded": False}
+
+
+def _frames(n: int, acc: float, rng, pixels: int = 200) -> np.ndarray:
+    """(n, C, C) confusion counts: each class's pixels are right with probability ``acc``."""
+    out = np.zeros((n, C, C), dtype=np.int64)
+    for i in range(n):
+        for k in range(C):
+            right = rng.binomial(pixels, acc)
+            wrong = rng.multinomial(pixels - right, [1 / (C - 1)] * (C - 1))
+            out[i, k, k] = right
+            out[i, k, [j for j in range(C) if j != k]] = wrong
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_conf():
+    return _frames(N_REAL, REAL_ACC, np.random.default_rng(1))
+
+
+def cand(name, acc, real_conf, seed, kid=0.05, version=None, learned=True, content_hash=None, sanity=None,
+         gen_conf=None, **metric_overrides):
+    gen = gen_conf if gen_conf is not None else _frames(N_GEN, acc, np.random.default_rng(seed))
+    gaps = realism_gaps(gen, real_conf)
+    metrics = {"kid": kid, "classwise_gap": gaps["classwise_gap"], "aggregate_gap": gaps["aggregate_gap"],
+               "label_preservation": float(np.nanmean(gaps["iou_generated"]))}
+    metrics.update(metric_overrides)
+    return Candidate(name=name, version=version, metrics=metrics, sanity=OK_SANITY if sanity is None else sanity,
+                     gen_conf=gen, real_conf=real_conf, content_hash=content_hash or f"hash-{name}", learned=learned)
+
+
+@pytest.fixture(scope="module")
+def refs(real_conf):
+    return [cand("identity", 0.95, real_conf, 10, kid=0.5, learned=False),
+            cand("uniform_haze", 0.80, real_conf, 11, kid=0.2, learned=False),
+            cand("koschmieder_fog", 0.70, real_conf, 12, kid=0.1, learned=False)]
+
+
+POLICY = Policy(n_boot=400, seed=3)
+
+
+def test_better_challenger_is_promoted(real_conf, refs):
+    champion = cand("champ", 0.75, real_conf, 20, kid=0.08, version="1")
+    challenger = cand("chal", 0.57, real_conf, 21, kid=0.05, version="2")
+    d = decide(champion, challenger, refs, POLICY, VALID)
+    assert d.promote, d.reasons
+    cmp = d.comparisons["gap_vs_champion"]
+    assert cmp["hi"] < 0 and cmp["lo"] <= cmp["point"] <= cmp["hi"]
+
+
+def test_worse_challenger_is_not_promoted(real_conf, refs):
+    champion = cand("champ", 0.57, real_conf, 22, kid=0.05, version="1")
+    challenger = cand("chal", 0.75, real_conf, 23, kid=0.05, version="2")
+    d = decide(champion, challenger, refs, POLICY, VALID)
+    assert not d.promote
+    assert any("does not beat champion" in r for r in d.reasons)
+    assert d.comparisons["gap_vs_champion"]["lo"] > 0
+
+
+def test_equal_within_noise_is_not_promoted(real_conf, refs):
+    champion = cand("champ", 0.70, real_conf, 24, version="1")
+    challenger = cand("chal", 0.70, real_conf, 25, version="2")  # same quality, other noise draw
+    d = decide(champion, challenger, refs, POLICY, VALID)
+    assert not d.promote
+    cmp = d.comparisons["gap_vs_champion"]
+    assert cmp["lo"] < 0 < cmp["hi"]
+
+
+def test_a_a_identical_challenger_is_never_promoted(real_conf, refs):
+    champion = cand("champ", 0.57, real_conf, 26, version="1", content_hash="same")
+    twin = Candidate(**{**champion.__dict__, "name": "chal", "version": "2"})
+    d = decide(champion, twin, refs, POLICY, VALID)
+    assert not d.promote and any("identical" in r for r in d.reasons)
+    # the same records under another hash: the bootstrap difference is exactly zero, not below it
+    twin2 = Candidate(**{**champion.__dict__, "name": "chal", "version": "2", "content_hash": "other"})
+    d2 = decide(champion, twin2, refs, POLICY, VALID)
+    assert not d2.promote
+    assert d2.comparisons["gap_vs_champion"]["hi"] == 0.0
+
+
+@pytest.mark.parametrize("key", ["kid", "classwise_gap", "label_preservation", "aggregate_gap"])
+def test_nan_metric_fails_closed(real_conf, refs, key):
+    challenger = cand("chal", 0.57, real_conf, 27, version="2", **{key: float("nan")})
+    d = decide(None, challenger, refs, POLICY, VALID)
+    assert not d.promote and any(key in r and "finite" in r for r in d.reasons)
+
+
+def test_missing_metric_fails_closed(real_conf, refs):
+    good = cand("chal", 0.57, real_conf, 28, version="2")
+    metrics = dict(good.metrics)
+    del metrics["kid"]
+    d = decide(None, Candidate(**{**good.__dict__, "metrics": metrics}), refs, POLICY, VALID)
+    assert not d.promote and any("'kid' missing" in r for r in d.reasons)
+
+
+def test_missing_records_fail_closed(real_conf, refs):
+    good = cand("chal", 0.57, real_conf, 29, version="2")
+    d = decide(None, Candidate(**{**good.__dict__, "gen_conf": None}), refs, POLICY, VALID)
+    assert not d.promote and any("confusion" in r for r in d.reasons)
+
+
+def test_missing_challenger_fails_closed(refs):
+    d = decide(None, None, refs, POLICY, VALID)
+    assert not d.promote and any("no evaluation record" in r for r in d.reasons)
+
+
+@pytest.mark.parametrize("validation, words", [
+    ({"passed": False, "quarantine_exceeded": False}, "did not pass"),
+    ({"passed": True, "quarantine_exceeded": True}, "quarantined fraction exceeded"),
+    (None, "validation outcome missing"),
+])
+def test_failed_or_missing_validation_fails_closed(real_conf, refs, validation, words):
+    challenger = cand("chal", 0.57, real_conf, 30, version="2")
+    d = decide(None, challenger, refs, POLICY, validation)
+    assert not d.promote and any(words in r for r in d.reasons)
+
+
+def test_failed_sanity_gate_is_refused(real_conf, refs):
+    challenger = cand("chal", 0.57, real_conf, 31, version="2", sanity={**OK_SANITY, "no_collapse": False})
+    d = decide(None, challenger, refs, POLICY, VALID)
+    assert not d.promote and any("no_collapse" in r for r in d.reasons)
+
+
+def test_missing_champion_first_model_must_beat_identity(real_conf, refs):
+    good = cand("chal", 0.57, real_conf, 32, version="1")
+    d = decide(None, good, refs, POLICY, VALID)
+    assert d.promote, d.reasons
+    assert "gap_vs_identity" in d.comparisons
+    # a first model no better than doing nothing does not become champion
+    lazy = cand("lazy", 0.95, real_conf, 33, version="1")
+    d2 = decide(None, lazy, refs, POLICY, VALID)
+    assert not d2.promote and any("does not beat identity" in r for r in d2.reasons)
+
+
+def test_missing_champion_without_identity_reference_fails_closed(real_conf, refs):
+    good = cand("chal", 0.57, real_conf, 34, version="1")
+    d = decide(None, good, [r for r in refs if r.name != "identity"], POLICY, VALID)
+    assert not d.promote and any("identity reference is missing" in r for r in d.reasons)
+
+
+def test_champion_with_nan_metrics_fails_closed(real_conf, refs):
+    champion = cand("champ", 0.75, real_conf, 35, version="1", kid=float("nan"))
+    challenger = cand("chal", 0.57, real_conf, 36, version="2")
+    d = decide(champion, challenger, refs, POLICY, VALID)
+    assert not d.promote and any("champion" in r and "kid" in r for r in d.reasons)
+
+
+def test_kid_regression_beyond_tolerance_blocks(real_conf, refs):
+    champion = cand("champ", 0.75, real_conf, 37, version="1", kid=0.05)
+    challenger = cand("chal", 0.57, real_conf, 38, version="2", kid=0.06)  # +20%
+    assert not decide(champion, challenger, refs, Policy(n_boot=300, kid_tolerance=0.1), VALID).promote
+    assert decide(champion, challenger, refs, Policy(n_boot=300, kid_tolerance=0.25), VALID).promote
+
+
+def test_margin_is_applied(real_conf, refs):
+    champion = cand("champ", 0.62, real_conf, 39, version="1")
+    challenger = cand("chal", 0.57, real_conf, 40, version="2")
+    d0 = decide(champion, challenger, refs, POLICY, VALID)
+    d1 = decide(champion, challenger, refs, Policy(n_boot=400, seed=3, margin=0.5), VALID)
+    assert d0.promote and not d1.promote
+
+
+def test_require_beat_best_reference(real_conf, refs):
+    champion = cand("champ", 0.90, real_conf, 41, version="1")
+    middling = cand("chal", 0.72, real_conf, 42, version="2")  # beats champion, not koschmieder (0.70)
+    assert decide(champion, middling, refs, POLICY, VALID).promote
+    strict = Policy(n_boot=400, seed=3, require_beat_reference=True)
+    d = decide(champion, middling, refs, strict, VALID)
+    assert not d.promote and d.comparisons["gap_vs_best reference"]["other"] == "koschmieder_fog"
+    strong = cand("chal", 0.56, real_conf, 43, version="3")
+    assert decide(champion, strong, refs, strict, VALID).promote
+    no_refs = [r for r in refs if r.name == "identity"]
+    d2 = decide(champion, strong, no_refs, strict, VALID)
+    assert not d2.promote and any("none was evaluated" in r for r in d2.reasons)
+
+
+def test_unpaired_records_fail_closed(real_conf, refs):
+    champion = cand("champ", 0.75, real_conf, 44, version="1")
+    short = cand("chal", 0.57, real_conf, 45, version="2", gen_conf=_frames(N_GEN - 5, 0.57, np.random.default_rng(45)))
+    d = decide(champion, short, refs, POLICY, VALID)
+    assert not d.promote and any("not paired" in r for r in d.reasons)
+
+
+def test_decision_is_pure_and_deterministic(real_conf, refs):
+    champion = cand("champ", 0.70, real_conf, 46, version="1")
+    challenger = cand("chal", 0.60, real_conf, 47, version="2")
+    before = challenger.gen_conf.copy()
+    a = decide(champion, challenger, refs, POLICY, VALID)
+    b = decide(champion, challenger, refs, POLICY, VALID)
+    assert a == b
+    np.testing.assert_array_equal(before, challenger.gen_conf)
+
+
+def test_bootstrap_ci_covers_the_point_estimate(real_conf):
+    a = cand("a", 0.60, real_conf, 48)
+    b = cand("b", 0.65, real_conf, 49)
+    d = paired_gap_difference(a, b, POLICY)
+    assert d["lo"] <= d["point"] <= d["hi"] and d["n_boot"] == POLICY.n_boot
+    assert math.isclose(d["point"], a.metrics["classwise_gap"] - b.metrics["classwise_gap"], abs_tol=1e-9)

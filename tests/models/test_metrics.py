@@ -1,0 +1,107 @@
+"""Metrics, configs and references: small, fast, behaviour that could break."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from argus_tasks.models import metrics as M
+from argus_tasks.models.config import ConfigError, config_from_dict, load_config
+from argus_tasks.models.generator import build_generator
+from argus_tasks.models.networks import count_parameters
+from argus_tasks.models.references import UniformHaze, calibrated_references
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 16)), rng.normal(size=(300, 16))
+    same = M.kid(a, b, n_subsets=20, subset_size=100)["kid"]
+    near = M.kid(a, b + 0.3, n_subsets=20, subset_size=100)["kid"]
+    far = M.kid(a, b + 1.0, n_subsets=20, subset_size=100)["kid"]
+    assert abs(same) < 0.02 < near < far
+
+
+def test_kid_rejects_mismatched_features():
+    with pytest.raises(ValueError, match="same d"):
+        M.kid(np.zeros((5, 3)), np.zeros((5, 4)))
+
+
+def test_confusion_iou_and_gaps():
+    label = np.array([[[0, 0, 1, 255]]])
+    pred = np.array([[[0, 1, 1, 0]]])
+    conf = M.confusion_per_frame(pred, label, 3)
+    assert conf.sum() == 3  # the ignore pixel is not counted
+    iou = M.iou_from_confusion(conf.sum(0))
+    assert iou[0] == pytest.approx(0.5) and iou[1] == pytest.approx(0.5) and np.isnan(iou[2])
+    perfect = M.confusion_per_frame(label.clip(0, 2), label, 3)
+    gaps = M.realism_gaps(conf, perfect)
+    # class 2 is absent from the truth: it does not count in the class-wise gap
+    assert gaps["classwise_gap"] == pytest.approx(0.5)
+
+
+def test_sanity_gates_catch_identity_collapse_and_nan():
+    rng = np.random.default_rng(0)
+    src = rng.random((8, 3, 8, 8)).astype(np.float32)
+    real_f = rng.normal(size=(8, 5))
+    ok = M.sanity_gates(src * 0.5, src, rng.normal(size=(8, 5)), real_f)
+    assert ok["passed"]
+    assert not M.sanity_gates(src, src, rng.normal(size=(8, 5)), real_f)["gates"]["differs_from_input"]
+    collapsed = M.sanity_gates(src * 0.5, src, np.zeros((8, 5)), real_f)
+    assert not collapsed["gates"]["no_collapse"]
+    bad = src.copy()
+    bad[0, 0, 0, 0] = np.nan
+    assert not M.sanity_gates(bad, src, rng.normal(size=(8, 5)), real_f)["gates"]["finite_in_range"]
+
+
+def test_configs_are_typed_and_reject_unknown_keys():
+    tiny = load_config("tiny", {"steps": "50", "head": "free", "lr": "1e-3", "channels_last": "false"})
+    assert tiny.steps == 50 and tiny.head == "free" and tiny.lr == 1e-3 and tiny.channels_last is False
+    with pytest.raises(ConfigError, match="unknown config key.*'stepz'"):
+        load_config("tiny", {"stepz": 3})
+    with pytest.raises(ConfigError, match="unknown model config 'huge'"):
+        load_config("huge")
+    with pytest.raises(ConfigError, match="head must be one of"):
+        load_config("tiny", {"head": "magic"})
+    with pytest.raises(ConfigError, match="cannot use"):
+        load_config("tiny", {"batch_size": "eight"})
+    assert config_from_dict(tiny.to_dict()) == tiny
+
+
+def test_generator_sizes_and_identity_start():
+    tiny = load_config("tiny")
+    g = build_generator(tiny, "fog")
+    assert 0.3e6 < count_parameters(g) < 0.4e6
+    full = load_config("full")
+    assert full.image_size >= 256 and full.n_blocks == 9 and full.ngf == 64 and full.amp_bf16 and full.channels_last
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        y = g.eval()(x)
+    # the physics head starts near the identity (t ~ 1): content is there from step 0
+    assert y.shape == x.shape and (y - x).abs().mean() < 0.05
+    rain = build_generator(tiny, "rain")
+    parts = rain.components(x)
+    assert {"t", "A", "gain", "p", "c"} <= set(parts)
+    assert parts["A"].shape == (2, 3, 64, 64)
+
+
+def test_uniform_haze_calibration_recovers_its_constants():
+    rng = torch.Generator().manual_seed(0)
+    clear = torch.rand(32, 3, 32, 32, generator=rng) * 0.8
+    truth = UniformHaze({"alpha": 0.4, "A_r": 0.8, "A_g": 0.85, "A_b": 0.9})
+    hazy = truth(clear)
+    fitted = UniformHaze.calibrate(clear, hazy, seed=1)
+    assert fitted.params["alpha"] == pytest.approx(0.4, abs=0.08)
+    assert fitted.params["A_b"] == pytest.approx(0.9, abs=0.12)
+
+
+@pytest.mark.parametrize("condition", ["fog", "rain", "snow", "night"])
+def test_references_of_each_condition_render_in_range(condition):
+    rng = torch.Generator().manual_seed(1)
+    clear = torch.rand(8, 3, 32, 32, generator=rng)
+    target = (clear * 0.4 + 0.1).clamp(0, 1)
+    refs = calibrated_references(condition, clear, target, seed=0)
+    assert "identity" in refs and len(refs) == 3
+    for ref in refs.values():
+        out = ref(clear, torch.Generator().manual_seed(0))
+        assert out.shape == clear.shape and torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
