@@ -46,7 +46,8 @@ with DAG(
     catchup=False,
     max_active_runs=2,
     dagrun_timeout=timedelta(hours=24),
-    params=training_params("full" if SETTINGS.kubernetes else "tiny"),
+    # ARGUS_PARAM_DEFAULTS (JSON) lets a deployment change what its scheduled runs do
+    params=training_params("full" if SETTINGS.kubernetes else "tiny", SETTINGS.param_defaults),
     doc_md=DOC,
     tags=["argus", "training", "mlops"],
 ) as dag:

@@ -6,8 +6,9 @@ configuration; production sets the variables in the Airflow image or docker-comp
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +42,7 @@ class Settings:
     retry_delay_s: int
     retries: int
     schedule: str = DEFAULT_SCHEDULE
+    param_defaults: dict = field(default_factory=dict)
 
     @property
     def kubernetes(self) -> bool:
@@ -74,4 +76,17 @@ def load() -> Settings:
         retry_delay_s=int(_env("ARGUS_RETRY_DELAY_S", "30")),
         retries=int(_env("ARGUS_RETRIES", "3")),
         schedule=_env("ARGUS_SCHEDULE", DEFAULT_SCHEDULE),
+        param_defaults=_json_object("ARGUS_PARAM_DEFAULTS"),
     )
+
+
+def _json_object(name: str) -> dict:
+    """The JSON object in env ``name`` ({} when unset); a clear error when it is not one."""
+    raw = _env(name, "{}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} must be a JSON object, e.g. '{{\"conditions\": [\"fog\"]}}': {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object, got {type(value).__name__}: {raw}")
+    return value

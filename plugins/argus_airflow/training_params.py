@@ -12,7 +12,25 @@ CONDITIONS = ["fog", "rain", "snow", "night"]
 CONDITION_LABELS = {"fog": "Fog", "rain": "Rain", "snow": "Snow", "night": "Night"}
 
 
-def training_params(default_model_config: str) -> dict[str, Param]:
+def training_params(default_model_config: str, defaults: dict | None = None) -> dict[str, Param]:
+    """The Params; ``defaults`` (the deployment's ``ARGUS_PARAM_DEFAULTS``) replace their default values.
+
+    A scheduled run has no conf, so these defaults are what it runs with; each is checked against
+    its Param's schema here, at parse time, so a bad value shows up as an import error of the DAG.
+    """
+    params = _params(default_model_config)
+    for key, value in (defaults or {}).items():
+        if key not in params:
+            raise ValueError(f"ARGUS_PARAM_DEFAULTS sets {key!r}, which is not a Param of this DAG; "
+                             f"known Params: {', '.join(params)}")
+        try:
+            params[key].resolve(value)
+        except Exception as exc:  # ParamValidationError, with the schema's reason
+            raise ValueError(f"ARGUS_PARAM_DEFAULTS: {value!r} is not a valid default for {key!r}: {exc}") from exc
+    return params
+
+
+def _params(default_model_config: str) -> dict[str, Param]:
     return {
         "conditions": Param(
             list(CONDITIONS),

@@ -27,6 +27,7 @@ COUNTS = {
     "fog": {"train": 64, "val": 24, "test": 24},
     "night": {"train": 16, "val": 8, "test": 8},
 }
+SEGMENTER_TEST_STEPS = "110"  # a little under the production default (130); the floor still holds
 END = datetime(2026, 3, 1, tzinfo=UTC)
 START = END - timedelta(days=28)
 
@@ -67,6 +68,24 @@ class Steps:
         return RunStore(str(self.store), DAG_ID, run_id)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The test machine is shared: one torch thread avoids OpenMP spin-waiting on small tensors."""
+    import os
+
+    import torch
+
+    before = (os.environ.get("ARGUS_TORCH_THREADS"), torch.get_num_threads())
+    os.environ["ARGUS_TORCH_THREADS"] = os.environ.get("ARGUS_MODEL_TEST_THREADS", "1")
+    torch.set_num_threads(int(os.environ["ARGUS_TORCH_THREADS"]))
+    yield
+    torch.set_num_threads(before[1])
+    if before[0] is None:
+        os.environ.pop("ARGUS_TORCH_THREADS", None)
+    else:
+        os.environ["ARGUS_TORCH_THREADS"] = before[0]
+
+
 @pytest.fixture(scope="session")
 def dataset_template(tmp_path_factory) -> Path:
     from argus_tasks.data.generate import generate_dataset
@@ -104,7 +123,7 @@ def session_segmenter(dataset_template, model_store):
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        rc = cli.main(["segmenter"])
+        rc = cli.main(["segmenter", "--steps", SEGMENTER_TEST_STEPS])
     finally:
         for k, v in saved.items():
             if v is None:

@@ -124,3 +124,16 @@ def test_gpu_node_label_and_taint_are_documented_as_the_pods_use_them(settings):
     assert f"kubectl taint node <gpu-node> {settings.gpu_toleration_key}=" in readme
     assert ":NoSchedule" in readme
     assert settings.s3_secret in readme
+
+
+def test_deploying_guide_names_what_the_code_uses(settings):
+    from argus_airflow.step_spec import PRIORITY_CLASSES
+
+    guide = (support.REPO / "docs" / "deploying.md").read_text()
+    key, value = settings.gpu_node_selector
+    names = ["aws_default", "kubernetes_default", "mlflow_default", "MLFLOW_TRACKING_URI", settings.gpu_pool,
+             settings.promotion_pool, settings.s3_secret, settings.task_service_account, "airflow-pod-launcher",
+             f"{key}={value}", f"{settings.gpu_toleration_key}=present:NoSchedule", "ARGUS_TASK_IMAGE",
+             "@sha256:", *set(PRIORITY_CLASSES.values())]
+    missing = [n for n in names if n not in guide]
+    assert not missing, f"docs/deploying.md does not mention: {missing}"

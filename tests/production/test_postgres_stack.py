@@ -31,7 +31,7 @@ import pytest
 
 from . import pgstack, support
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DAG_ID = "argus_weather_training"
 CONDITION = "fog"
@@ -46,7 +46,7 @@ CONF = {
     "quarantine_threshold": 0.05,
 }
 BUCKETS = {"runs": "argus-runs", "mlflow": "argus-mlflow", "dvc": "argus-dvc"}
-RUN_TIMEOUT_S = float(os.environ.get("ARGUS_PGSTACK_RUN_TIMEOUT_S", "600"))
+RUN_TIMEOUT_S = float(os.environ.get("ARGUS_PGSTACK_RUN_TIMEOUT_S", "1200"))
 
 
 def _airflow(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -43,8 +43,7 @@ S3_CREDENTIALS = {  # moto accepts any; these are test values, not secrets
     "AWS_SECRET_ACCESS_KEY": "argus-system-test-secret-7f3a",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-# Param defaults of the test deployment's scheduled runs (one condition, a few steps), applied by an
-# Airflow cluster policy in the temporary AIRFLOW_HOME: the DAG file itself is not changed.
+# Param defaults of the test deployment's scheduled runs (one condition, a few steps): ARGUS_PARAM_DEFAULTS
 SCHEDULED_DEFAULTS = {"conditions": ["fog"], "train_steps": 20, "min_frames_per_group": 4}
 # v1 (interval 1): the demo mix of every condition at this scale (84 clear and 24 fog train frames...)
 INIT_SCALE = 0.2
@@ -53,19 +52,6 @@ INIT_SCALE = 0.2
 INTERVAL_COUNTS = {"clear": {"train": 24, "val": 8, "test": 8},
                    **{c: {"train": 16, "val": 8, "test": 8} for c in ("fog", "rain")},
                    **{c: {"train": 8, "val": 8, "test": 8} for c in ("snow", "night")}}
-
-POLICY = '''"""Cluster policy of the Argus system-test deployment (written by tests/system/stack.py)."""
-import json
-
-DEFAULTS = json.loads({defaults!r})
-
-
-def dag_policy(dag):
-    if dag.dag_id == {dag_id!r}:
-        for key, value in DEFAULTS.items():
-            dag.params[key] = value
-'''
-
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat()
@@ -147,6 +133,7 @@ class ArgusStack:
             "ARGUS_MLFLOW_UI": self.mlflow_uri,
             "MLFLOW_TRACKING_URI": self.steps_tracking_uri,
             "ARGUS_SCHEDULE": self.schedule.cron,
+            "ARGUS_PARAM_DEFAULTS": json.dumps(SCHEDULED_DEFAULTS),
             "ARGUS_RETRY_DELAY_S": "2",
             "ARGUS_RETRIES": "3",
             "ARGUS_DVC_REMOTE_DIR": f"s3://{S3_BUCKET}/registry",
@@ -213,7 +200,6 @@ class ArgusStack:
         self.env = self._sourced_env(env)
         self._timed("init_local + frames", t)
 
-        self._write_policy()
         self.password = json.loads(Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())[
             "admin"]
         t = time.time()
@@ -278,12 +264,6 @@ for batch, (start, end) in enumerate({periods!r}, 1):
         if proc.returncode != 0:
             raise RuntimeError(f"registry command failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
         return proc.stdout
-
-    def _write_policy(self) -> None:
-        config = Path(self.env["AIRFLOW_HOME"]) / "config"
-        config.mkdir(parents=True, exist_ok=True)
-        (config / "airflow_local_settings.py").write_text(
-            POLICY.format(defaults=json.dumps(SCHEDULED_DEFAULTS), dag_id=DAG_ID))
 
     def airflow_service(self, name: str) -> Service:
         return Service(name, [str(VENV_BIN / "airflow"), name], self.env, self.logs / f"{name}.log", cwd=str(REPO))

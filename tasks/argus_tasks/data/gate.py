@@ -42,7 +42,7 @@ class Failure:
             if self.examples:
                 detail += f", e.g. {self.examples[:3]}"
         elif self.observed:
-            detail += f": observed {self.observed[:200]}"
+            detail += f": {self.observed[:200]}"
         return f"{self.expectation}{where} [{self.suite}]: {detail}"
 
 
@@ -81,19 +81,38 @@ def condition_table(manifest):
     return pd.DataFrame([{f"{c}_mean_brightness": float(means.get(c, float("nan"))) for c in CONDITIONS_ALL}])
 
 
-def _failure(suite: str, r) -> Failure:
+def _exception_message(r) -> str:
+    """The error of an expectation that could not be evaluated ('' when it was evaluated)."""
+    info = r.exception_info or {}
+    candidates = [info, *(v for v in info.values() if isinstance(v, dict))]
+    for c in candidates:
+        if c.get("raised_exception"):
+            return str(c.get("exception_message") or "evaluation failed")
+    return ""
+
+
+def _failure(suite: str, r, table) -> Failure:
     cfg = r.expectation_config
     meta = cfg.meta or {}
     level = meta.get("level", "dataset")
     res = r.result or {}
-    if r.exception_info and r.exception_info.get("raised_exception"):
-        level = "dataset"  # could not be evaluated (a column is missing): nothing to attribute to frames
-        observed = str(r.exception_info.get("exception_message", ""))
+    column = str(cfg.kwargs.get("column", "") or "")
+    error = _exception_message(r)
+    if column and column not in table.columns:
+        level, observed = "dataset", f"column {column!r} is missing"
+    elif error:
+        level, observed = "dataset", error  # could not be evaluated: nothing to attribute to frames
+    elif cfg.type == "expect_table_columns_to_match_set":
+        expected = list(cfg.kwargs.get("column_set") or [])
+        missing = [c for c in expected if c not in table.columns]
+        extra = [c for c in table.columns if c not in expected]
+        observed = "; ".join(x for x in (f"missing {missing}" if missing else "",
+                                         f"unexpected {extra}" if extra else "") if x)
     else:
         observed = str(res.get("observed_value", "")) if res.get("observed_value") is not None else ""
     return Failure(
-        suite=suite, expectation=cfg.type, column=str(cfg.kwargs.get("column", "") or ""), level=level,
-        reason=meta.get("reason", cfg.type), unexpected_count=res.get("unexpected_count"),
+        suite=suite, expectation=cfg.type, column=column, level=level,
+        reason=meta.get("reason", cfg.type), unexpected_count=None if observed else res.get("unexpected_count"),
         examples=[str(x) for x in (res.get("partial_unexpected_list") or [])[:5]], observed=observed)
 
 
@@ -129,7 +148,7 @@ def run_gate(tables: dict, workdir: Path, *, min_frames: int, run_name: str) -> 
         for r in vr.results:
             if r.success:
                 continue
-            failure = _failure(suite, r)
+            failure = _failure(suite, r, tables[table])
             rows = (r.result or {}).get("unexpected_index_list") or []
             if failure.level == "frame" and table in ("manifest", "frame_checks") and rows:
                 frame_failures.append(failure)

@@ -178,9 +178,9 @@ def _vehicle_paint(rng) -> np.ndarray:
 
 def _vehicles(rng, n_lanes: int, lane_width: float, ego_lane: int) -> list[dict]:
     out = []
-    for _ in range(rng.integers(0, 5)):
+    for _ in range(rng.integers(1, 6)):
         lane = int(rng.integers(0, n_lanes))
-        z = rng.uniform(7.0, 70.0) if lane != ego_lane else rng.uniform(9.0, 70.0)
+        z = rng.uniform(6.0, 45.0) if lane != ego_lane else rng.uniform(8.0, 45.0)
         kind = rng.choice(["car", "van", "truck"], p=[0.72, 0.18, 0.1])
         width, height = {"car": (1.8, 1.5), "van": (2.0, 2.2), "truck": (2.5, 3.4)}[str(kind)]
         oncoming = lane < n_lanes // 2 and rng.random() < 0.8

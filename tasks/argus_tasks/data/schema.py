@@ -25,7 +25,7 @@ CLASSES: tuple[str, ...] = (
     "vegetation",    # 3
     "sky",           # 4
     "vehicle",       # 5
-    "lane_marking",  # 6  thin: 1-2 px at 64 px; see EVAL_CLASS_MAP
+    "lane_marking",  # 6  thin: drawn >= 2.5 px wide at 64 px by the demo scenes
     "pole",          # 7  thin: streetlights and sign posts
 )
 NUM_CLASSES = len(CLASSES)

@@ -59,7 +59,7 @@ class GeneratorConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     # runtime
-    threads: int = 2
+    threads: int = 1  # 1: the DAG trains conditions side by side on few cores (see models/runtime.py)
     amp_bf16: bool = False  # bf16 autocast (GPU only)
     channels_last: bool = False
     checkpoint_every_steps: int = 100

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of generator noise, KID subsets, calibration")
     p.add_argument("--max-frames", type=int, default=200, help="cap on frames per side (seeded subset)")
     p.add_argument("--calibration-frames", type=int, default=64, help="training frames per side to calibrate references")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1, or $ARGUS_TORCH_THREADS)")
 
 
 def _npz(**arrays) -> bytes:
@@ -70,11 +70,12 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     from argus_tasks.models.images import grid, png_bytes
     from argus_tasks.models.references import calibrated_references
     from argus_tasks.models.registry_adapter import CHAMPION, Registry
+    from argus_tasks.models.runtime import set_threads, single_thread
     from argus_tasks.models.segmenter_registry import load_version, pinned_segmenter
     from argus_tasks.tracking import step_run
 
     c, out = args.condition, f"evaluate/{args.condition}"
-    torch.set_num_threads(max(1, args.threads))
+    set_threads(args.threads)
     trained = _read_train_result(ctx, c)
     manifest, root = load_accepted(ctx.run)
     registry = Registry()
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                                size=size, labels=False)
     if len(cal_clear) == 0 or len(cal_adv) == 0:
         raise PermanentStepError(f"no clear/{c} training frames to calibrate the references on")
-    refs = calibrated_references(c, cal_clear.float() / 255.0, cal_adv.float() / 255.0, seed=args.seed)
+    with single_thread():  # thousands of tiny tensor ops: threads only add waiting
+        refs = calibrated_references(c, cal_clear.float() / 255.0, cal_adv.float() / 255.0, seed=args.seed)
     for ref_name, ref in refs.items():
         key = ref_name if ref_name == "identity" else f"ref_{ref_name}"
         candidates[key] = {"fn": lambda x, r=ref: r(x, torch.Generator().manual_seed(args.seed)),

@@ -49,6 +49,24 @@ def parse_approval(text: str) -> dict:
     return approval
 
 
+def apply_approval(promote: bool, reasons: list[str], approval: dict) -> tuple[bool, list[str], str]:
+    """Fold the human approval into the decision: (promote, reasons, approval state).
+
+    Only a positive decision needs approval; ``approved`` must be literally true, anything else
+    (false, missing) promotes nothing and says why.
+    """
+    reasons = list(reasons)
+    if not approval.get("required"):
+        return promote, reasons, "not_required"
+    if not promote:
+        return False, reasons, "not_asked"
+    who, comment = approval.get("by", "?"), approval.get("comment", "")
+    if approval.get("approved") is True:
+        return True, reasons + [f"approved by {who}: {comment}".rstrip(": ")], "approved"
+    state = "rejected" if approval.get("approved") is False else "missing"
+    return False, reasons + [f"human approval {state} (by {who}: {comment}); nothing moves"], state
+
+
 def _candidate(doc: dict, key: str, records: dict, real_conf):
     from argus_tasks.models.decision import Candidate
 
@@ -133,18 +151,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                   if (cand := _candidate(doc, key, records, real_conf)) is not None]
     decision = decide(champion, challenger, references, policy, validation)
     promote, reasons = decision.promote, list(decision.reasons)
-    approval_state = "not_required"
-    if approval.get("required"):
-        if not promote:
-            approval_state = "not_asked"
-        elif approval.get("approved") is True:
-            approval_state = "approved"
-            reasons.append(f"approved by {approval.get('by', '?')}: {approval.get('comment', '')}".strip())
-        else:
-            approval_state = "rejected" if approval.get("approved") is False else "missing"
-            promote = False
-            reasons.append(f"human approval {approval_state} (by {approval.get('by', '?')}: "
-                           f"{approval.get('comment', '')}); nothing moves")
+    promote, reasons, approval_state = apply_approval(promote, reasons, approval)
     expected_champion = doc.get("champion_version")
     registry = Registry()
     tags = {**ctx.lineage_tags(), "argus.decision_reasons": reasons, "argus.approval": approval_state,

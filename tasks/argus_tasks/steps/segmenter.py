@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=130, help="optimiser steps when training (default 130)")
     p.add_argument("--min-miou", type=float, default=0.75, help="floor on clear val+test mIoU (default 0.75)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1, or $ARGUS_TORCH_THREADS)")
 
 
 def _measure(model, frames, labels) -> dict:
@@ -44,16 +44,16 @@ def _measure(model, frames, labels) -> dict:
 
 def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     import mlflow
-    import torch
 
     from argus_tasks.data.access import lineage, load_accepted
     from argus_tasks.models import frames as F
     from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL, Registry, promotion_lock
+    from argus_tasks.models.runtime import set_threads
     from argus_tasks.models.segmenter import content_hash, train_segmenter
     from argus_tasks.models.segmenter_registry import load_version, log_torch_model
     from argus_tasks.tracking import step_run
 
-    torch.set_num_threads(max(1, args.threads))
+    set_threads(args.threads)
     manifest, root = load_accepted(ctx.run)
     train_rows = F.select(manifest, "clear", ("train",))
     eval_rows = F.select(manifest, "clear", ("val", "test"))

@@ -55,12 +55,11 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         return done
     cfg = _config(args)
 
-    import torch
-
     from argus_tasks.data.access import lineage, load_accepted
     from argus_tasks.models import frames as F
     from argus_tasks.models.checkpoints import CheckpointStore
     from argus_tasks.models.generator import WeatherTranslator
+    from argus_tasks.models.runtime import set_threads
     from argus_tasks.models.trainer import distributed_setup, train_translator
 
     manifest, root = load_accepted(ctx.run)
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
 
     rank, world, device = distributed_setup()
     if device.type == "cpu":
-        torch.set_num_threads(max(1, cfg.threads))
+        set_threads(cfg.threads)
     model = WeatherTranslator(cfg, args.condition, device)
     if world > 1:
         model.wrap_ddp([device.index] if device.type == "cuda" else None)
