@@ -38,8 +38,8 @@ from argus_tasks.data import manifest as mf  # noqa: E402
 from argus_tasks.data.gx_project import FRAME_CHECKS  # noqa: E402
 from argus_tasks.data.schema import CONDITIONS_ALL, SPLITS  # noqa: E402
 
-ROWS = [int(x) for x in os.environ.get("SIZES", "10000,100000,1000000").split(",")]
-FRAMES = [int(x) for x in os.environ.get("FRAMES", "1000,10000").split(",")]
+ROWS = [int(x) for x in os.environ.get("SIZES", "10000,100000,1000000").split(",") if x]
+FRAMES = [int(x) for x in os.environ.get("FRAMES", "1000,10000").split(",") if x]
 REPEAT = int(os.environ.get("REPEAT", "3"))
 DISTINCT_SCENES = 200
 FRAME_SIZE = 256

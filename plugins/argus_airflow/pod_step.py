@@ -41,7 +41,7 @@ class PodStepOperator(StepOperatorMixin, BaseOperator):
             task_id=self.task_id,
             step_spec=self.step_spec,
             condition=self.condition,
-            cmds=list(self.cmds),
+            cmds=None,  # the image's own entrypoint (tini -- argus-task) runs the arguments
             arguments=[str(a) for a in self.arguments],
             env_vars={k: str(v) for k, v in self.env_vars.items()},
             **pod_kwargs(self.step_spec, self.settings),
@@ -49,7 +49,7 @@ class PodStepOperator(StepOperatorMixin, BaseOperator):
 
     def build_pod(self, context=None):
         """The pod this task would create, rendered without a cluster (used by the policy tests)."""
-        return self.build_pod_operator().build_pod_request_obj(context)
+        return self.build_pod_operator().build_pod_request_obj(context, dry_run=True)
 
     def execute(self, context):
         self._pod_operator = self.build_pod_operator()

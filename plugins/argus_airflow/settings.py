@@ -42,6 +42,7 @@ class Settings:
     retry_delay_s: int
     retries: int
     schedule: str = DEFAULT_SCHEDULE
+    mlflow_conn_id: str = ""
     param_defaults: dict = field(default_factory=dict)
 
     @property
@@ -76,6 +77,7 @@ def load() -> Settings:
         retry_delay_s=int(_env("ARGUS_RETRY_DELAY_S", "30")),
         retries=int(_env("ARGUS_RETRIES", "3")),
         schedule=_env("ARGUS_SCHEDULE", DEFAULT_SCHEDULE),
+        mlflow_conn_id=_env("ARGUS_MLFLOW_CONN_ID", ""),
         param_defaults=_json_object("ARGUS_PARAM_DEFAULTS"),
     )
 

@@ -90,6 +90,9 @@ def contract_env(settings: Settings, spec: StepSpec) -> dict[str, str]:
         "ARGUS_MAP_INDEX": "{{ ti.map_index }}",
         "PYTHONUNBUFFERED": "1",
     }
+    if settings.mlflow_conn_id:  # the Airflow connection wins over the plain setting, read at run time
+        c = f"conn.get('{settings.mlflow_conn_id}')"
+        env["MLFLOW_TRACKING_URI"] = f"{{{{ {c}.schema or 'http' }}}}://{{{{ {c}.host }}}}:{{{{ {c}.port or 5000 }}}}"
     if settings.dvc_remote:
         env["ARGUS_DVC_REMOTE"] = settings.dvc_remote
     env.update(spec.extra_env)

@@ -113,7 +113,9 @@ class Registry:
             return existing, False
         self.ensure_model(name, description)
         all_tags = {k: _tag_value(v) for k, v in {**(tags or {}), **identity}.items()}
-        mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags)
+        # A logged model ("models:/m-...") must be named by id: a tracking server rejects the URI alone.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags, model_id=model_id)
         log.info("registered %s version %s from %s", name, mv.version, model_uri)
         return mv, True
 

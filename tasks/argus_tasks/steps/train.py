@@ -12,6 +12,7 @@ Under torchrun (WORLD_SIZE > 1) every rank trains with DDP and rank 0 does the b
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 
@@ -93,6 +94,21 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                                len(clear_rows), len(adverse_rows), train_translator)
 
 
+def log_params_once(mrun, params: dict) -> None:
+    """Log params; on a reopened run (a retry) keep the logged values: MLflow params are immutable."""
+    import mlflow
+
+    logged = mlflow.get_run(mrun.info.run_id).data.params
+    new = {k: v for k, v in params.items() if k not in logged}
+    changed = sorted(k for k, v in params.items() if k in logged and logged[k] != str(v))
+    if new:
+        mlflow.log_params(new)
+    if changed:
+        log.warning("this retry runs with other values of %s than the first try; MLflow keeps the first "
+                    "try's params, the retry's are in the tag argus.retry_params", changed)
+        mlflow.set_tag("argus.retry_params", json.dumps({k: str(params[k]) for k in changed})[:4500])
+
+
 def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, data_lineage,
                         n_clear, n_adverse, train_translator) -> dict:
     import mlflow
@@ -109,9 +125,9 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
     registry = Registry()
     identity = {"argus.dag_id": ctx.dag_id, "argus.run_id": ctx.run_id, "argus.condition": args.condition}
     with step_run(ctx, "train", args.condition) as mrun:
-        mlflow.log_params({**{f"cfg.{k}": v for k, v in cfg.to_dict().items()}, "condition": args.condition,
-                           "world_size": world, "device": str(device), "train_frames_clear": n_clear,
-                           f"train_frames_{args.condition}": n_adverse, **model.n_params})
+        log_params_once(mrun, {**{f"cfg.{k}": v for k, v in cfg.to_dict().items()}, "condition": args.condition,
+                               "world_size": world, "device": str(device), "train_frames_clear": n_clear,
+                               f"train_frames_{args.condition}": n_adverse, **model.n_params})
 
         def on_log(step: int, record: dict) -> None:
             mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "step"}, step=step)
