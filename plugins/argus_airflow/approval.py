@@ -21,8 +21,11 @@ def comparison_markdown(condition: str, evaluation: dict | None) -> str:
     if not evaluation:
         return f"No evaluation result was found for **{condition}**: approving cannot promote anything."
     rows = [{"model": name, **values} for name, values in (evaluation.get("metrics") or {}).items()]
-    lines = [f"### {condition}: challenger v{evaluation.get('challenger_version', '?')} "
-             f"vs champion v{evaluation.get('champion_version', '-')}", "",
+    champion = evaluation.get("champion_version")
+    against = f"champion v{champion}" if champion else "no champion yet (the first model of this condition)"
+    lines = [f"### {condition}: challenger v{evaluation.get('challenger_version', '?')} vs {against}", "",
+             "**Approve** lets `promote` apply its decision policy, which may still refuse the challenger; "
+             "**Reject** moves nothing. Either way the answer is recorded in the decision record.", "",
              "| model | " + " | ".join(KEY_METRICS) + " |", "|---" * (len(KEY_METRICS) + 1) + "|"]
     for row in rows:
         cells = []
@@ -33,9 +36,10 @@ def comparison_markdown(condition: str, evaluation: dict | None) -> str:
     lines += ["", "Lower is better for every column except label_preservation (segmenter mIoU against the source "
               "labels). Sanity gates of the challenger: "
               + ("passed" if evaluation.get("sanity_passed") else f"FAILED {evaluation.get('sanity')}"),
+              # paths in code spans: Markdown would swallow `<model>` as an HTML tag
               f"Sample grids (clear input | generated | real {condition}): "
-              f"{evaluation.get('artifacts', '?')}/grids/<model>.png, also in the MLflow run "
-              f"{evaluation.get('mlflow_run_id', '-')} under evaluate_{condition}/grids"]
+              f"`{evaluation.get('artifacts', '?')}/grids/<model>.png`, also in the MLflow run "
+              f"`{evaluation.get('mlflow_run_id', '-')}` under `evaluate_{condition}/grids`"]
     return "\n".join(lines)
 
 
