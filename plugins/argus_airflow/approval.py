@@ -35,7 +35,7 @@ def comparison_markdown(condition: str, evaluation: dict | None) -> str:
         lines.append(f"| {row.get('model', '?')} | " + " | ".join(cells) + " |")
     lines += ["", "Lower is better for every column except label_preservation (segmenter mIoU against the source "
               "labels). Sanity gates of the challenger: "
-              + ("passed" if evaluation.get("sanity_passed") else f"FAILED {evaluation.get('sanity')}"),
+              + ("passed." if evaluation.get("sanity_passed") else f"FAILED {evaluation.get('sanity')}."), "",
               # paths in code spans: Markdown would swallow `<model>` as an HTML tag
               f"Sample grids (clear input | generated | real {condition}): "
               f"`{evaluation.get('artifacts', '?')}/grids/<model>.png`, also in the MLflow run "

@@ -26,7 +26,8 @@ def training_params(default_model_config: str, defaults: dict | None = None) -> 
         try:
             params[key].resolve(value)
         except Exception as exc:  # ParamValidationError, with the schema's reason
-            raise ValueError(f"ARGUS_PARAM_DEFAULTS: {value!r} is not a valid default for {key!r}: {exc}") from exc
+            raise ValueError(f"ARGUS_PARAM_DEFAULTS: {value!r} is not a valid default for {key!r}: "
+                             f"{str(exc).splitlines()[0]}") from exc
     return params
 
 
@@ -55,16 +56,20 @@ def _params(default_model_config: str) -> dict[str, Param]:
             "interval",
             type="string",
             title="Frames to use",
-            description="'interval': only frames captured in this run's data interval (scheduled runs and "
-            "backfills); 'all': every frame of the revision.",
+            description="Only the frames captured in this run's data interval (scheduled runs and backfills; "
+            "for a manual run, the last complete schedule interval before its logical date, or every frame when "
+            "it has none), or every frame of the revision.",
             enum=["interval", "all"],
+            values_display={"interval": "Frames of this run's data interval", "all": "Every frame of the revision"},
         ),
         "model_config": Param(
             default_model_config,
             type="string",
             title="Model config",
-            description="'tiny': 64 px, learns on CPU in minutes. 'full': 256 px ResNet generator for GPUs.",
+            description="'tiny' learns on CPU in minutes (the local runtime's default); 'full' is the GPU "
+            "config (the Kubernetes runtime's default).",
             enum=["tiny", "full"],
+            values_display={"tiny": "tiny: 64 px, CPU", "full": "full: 256 px ResNet generator, GPU"},
         ),
         "train_steps": Param(
             None,
@@ -118,8 +123,10 @@ def _params(default_model_config: str) -> dict[str, Param]:
             "auto",
             type="string",
             title="Must beat the non-learned reference",
-            description="'auto': required for the full config only; 'yes' or 'no' to force it.",
+            description="Whether the challenger must also beat the best heuristic weather effect (the floor a "
+            "learned model must clear).",
             enum=["auto", "yes", "no"],
+            values_display={"auto": "auto: only for the full config", "yes": "yes, always", "no": "no"},
         ),
         "retrain_segmenter": Param(
             False,

@@ -42,9 +42,11 @@ class GeneratorConfig:
     airlight_grid: int = 4  # A is predicted on an airlight_grid x airlight_grid grid (low frequency)
     noise_channels: int = 1  # noise planes fed to the generator (particles, sensor noise)
     coord_channels: int = 1  # a row-coordinate plane (the flat-world depth cue); 0 to disable
+    latent_channels: int = 2  # per-image random planes: frame-to-frame variety of the weather
     # discriminator
     ndf: int = 16
     d_layers: int = 3
+    minibatch_std: bool = True  # lets D see a lack of variety across frames (against mode collapse)
     # losses
     lambda_gan: float = 1.0
     lambda_nce: float = 1.0
@@ -54,8 +56,8 @@ class GeneratorConfig:
     nce_temperature: float = 0.07
     nce_dim: int = 64
     # optimisation
-    steps: int = 500
-    lr: float = 2e-4
+    steps: int = 200  # ~45 s on one idle core: the demo trains four conditions in a few minutes
+    lr: float = 1e-3
     beta1: float = 0.5
     beta2: float = 0.999
     # runtime
@@ -65,7 +67,7 @@ class GeneratorConfig:
     checkpoint_every_steps: int = 100
     checkpoint_every_s: float = 60.0
     log_every_steps: int = 25
-    sample_every_steps: int = 0  # 0: only at the end
+    sample_every_steps: int = 0  # also log a sample grid every N steps (checked at log steps); 0: only at the end
     seed: int = 0
 
     def __post_init__(self):
@@ -98,7 +100,7 @@ PRESETS: dict[str, GeneratorConfig] = {
     "full": GeneratorConfig(
         name="full", image_size=256, random_crop=True, batch_size=16, ngf=64, n_blocks=9, n_down=2, ndf=64, d_layers=3,
         nce_patches=256, nce_dim=256, steps=20000, threads=8, amp_bf16=True, channels_last=True,
-        checkpoint_every_steps=1000, checkpoint_every_s=600.0, log_every_steps=100, airlight_grid=8,
+        checkpoint_every_steps=1000, checkpoint_every_s=600.0, log_every_steps=100, airlight_grid=8, lr=2e-4,
     ),
 }
 

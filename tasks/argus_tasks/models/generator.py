@@ -27,7 +27,8 @@ from argus_tasks.models.networks import PatchDiscriminator, WeatherGenerator, co
 def build_generator(cfg: GeneratorConfig, condition: str) -> WeatherGenerator:
     return WeatherGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, n_down=cfg.n_down, head=cfg.head,
                             extras=cfg.extras_for(condition), airlight_grid=cfg.airlight_grid,
-                            noise_channels=cfg.noise_channels, coord_channels=cfg.coord_channels)
+                            noise_channels=cfg.noise_channels, coord_channels=cfg.coord_channels,
+                            latent_channels=cfg.latent_channels)
 
 
 class WeatherTranslator:
@@ -36,7 +37,7 @@ class WeatherTranslator:
         self.condition = condition
         self.device = torch.device(device)
         self.G = build_generator(cfg, condition).to(self.device)
-        self.D = PatchDiscriminator(cfg.ndf, cfg.d_layers).to(self.device)
+        self.D = PatchDiscriminator(cfg.ndf, cfg.d_layers, cfg.minibatch_std).to(self.device)
         self.P = PatchProjector(self.G.layer_channels(cfg.nce_layers), cfg.nce_dim).to(self.device)
         if cfg.channels_last:
             for m in (self.G, self.D):

@@ -43,7 +43,7 @@ class ResBlock(nn.Module):
 class WeatherGenerator(nn.Module):
     def __init__(self, ngf: int = 16, n_blocks: int = 4, n_down: int = 2, head: str = "physics",
                  extras: tuple[str, ...] = (), airlight_grid: int = 4, noise_channels: int = 1,
-                 coord_channels: int = 1):
+                 coord_channels: int = 1, latent_channels: int = 0):
         super().__init__()
         if head not in ("physics", "free"):
             raise ValueError(f"unknown head {head!r}")
@@ -51,9 +51,10 @@ class WeatherGenerator(nn.Module):
         self.extras = tuple(extras)
         self.noise_channels = int(noise_channels)
         self.coord_channels = int(coord_channels)
+        self.latent_channels = int(latent_channels)
         self.airlight_grid = int(airlight_grid)
         layers: list[nn.Module] = [nn.Sequential(
-            nn.ReflectionPad2d(3), nn.Conv2d(3 + self.noise_channels + self.coord_channels, ngf, 7), _norm(ngf), nn.ReLU(inplace=True))]
+            nn.ReflectionPad2d(3), nn.Conv2d(3 + self.noise_channels + self.coord_channels + self.latent_channels, ngf, 7), _norm(ngf), nn.ReLU(inplace=True))]
         ch = ngf
         for _ in range(n_down):
             layers.append(nn.Sequential(nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), _norm(ch * 2),
@@ -91,6 +92,11 @@ class WeatherGenerator(nn.Module):
             noise = torch.randn(x.shape[0], self.noise_channels, x.shape[2], x.shape[3],
                                 device=x.device, dtype=x.dtype)
             h = torch.cat([h, noise], dim=1)
+        if self.latent_channels:
+            # one random value per image and plane: lets the net vary the weather's strength from frame to
+            # frame (fog density, rain amount), as real frames do
+            z = torch.randn(x.shape[0], self.latent_channels, 1, 1, device=x.device, dtype=x.dtype)
+            h = torch.cat([h, z.expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
         if self.coord_channels:
             # the row coordinate: on a road camera the row is the strongest depth cue (flat world)
             rows = torch.linspace(-1.0, 1.0, x.shape[2], device=x.device, dtype=x.dtype)
@@ -149,10 +155,34 @@ class WeatherGenerator(nn.Module):
             return [f.shape[1] for f in self.encode(dummy, layers)]
 
 
+class MinibatchStd(nn.Module):
+    """Appends the feature spread across small groups of images as one channel (ProGAN).
+
+    A PatchGAN judges one patch of one image at a time, so it cannot see that every generated
+    frame has the same fog density; this channel lets it, which pushes the generator to use its
+    latent and keep the frame-to-frame variety of the real condition. Groups are consecutive
+    images, so a batch laid out as [real | generated] never mixes the two.
+    """
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = self.group if n % self.group == 0 else (n if n > 1 else 1)
+        if g < 2:
+            return torch.cat([x, torch.zeros(n, 1, h, w, device=x.device, dtype=x.dtype)], 1)
+        y = x.view(g, n // g, c, h, w).float()
+        std = (y.var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # (n // g,)
+        std = std.to(x.dtype).view(1, n // g, 1, 1, 1).expand(g, -1, 1, h, w).reshape(n, 1, h, w)
+        return torch.cat([x, std], 1)
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN: each output cell judges one receptive-field patch as real or generated."""
 
-    def __init__(self, ndf: int = 16, n_layers: int = 3):
+    def __init__(self, ndf: int = 16, n_layers: int = 3, minibatch_std: bool = True):
         super().__init__()
         seq: list[nn.Module] = [nn.Conv2d(3, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
         ch = ndf
@@ -161,7 +191,10 @@ class PatchDiscriminator(nn.Module):
             seq += [nn.Conv2d(ch, nxt, 4, stride=2, padding=1), _norm(nxt), nn.LeakyReLU(0.2, inplace=True)]
             ch = nxt
         nxt = ndf * min(2 ** n_layers, 8)
-        seq += [nn.Conv2d(ch, nxt, 4, stride=1, padding=1), _norm(nxt), nn.LeakyReLU(0.2, inplace=True),
+        if minibatch_std:
+            seq.append(MinibatchStd())
+        seq += [nn.Conv2d(ch + (1 if minibatch_std else 0), nxt, 4, stride=1, padding=1), _norm(nxt),
+                nn.LeakyReLU(0.2, inplace=True),
                 nn.Conv2d(nxt, 1, 4, stride=1, padding=1)]
         self.net = nn.Sequential(*seq)
 

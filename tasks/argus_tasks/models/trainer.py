@@ -73,11 +73,13 @@ def _set_rng_state(gen: torch.Generator, state: dict) -> None:
 def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: torch.Tensor, *,
                      steps: int, checkpoints: CheckpointStore | None = None, seed: int = 0, rank: int = 0,
                      on_log: Callable[[int, dict], None] | None = None,
-                     max_seconds: float | None = None) -> TrainOutcome:
+                     max_seconds: float | None = None, clock: Callable[[], float] = time.time) -> TrainOutcome:
     """Train ``model`` for ``steps`` optimiser steps in total (resuming from the latest checkpoint).
 
-    ``max_seconds`` stops early after that much training time (the benchmarks' CPU budgets).
-    Only rank 0 writes checkpoints and logs.
+    ``max_seconds`` stops after that much training time measured by ``clock`` (wall time by
+    default; the benchmarks pass ``time.process_time`` for CPU budgets), and the learning-rate
+    decay then follows whichever of steps or time runs out first. Only rank 0 writes checkpoints
+    and logs.
     """
     cfg = model.cfg
     torch.manual_seed(seed + rank)
@@ -94,15 +96,16 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
                 torch.manual_seed(seed + rank + 7919 * start_step)
                 gen.manual_seed(seed * 1000 + rank + 7919 * start_step)
             log.info("resuming from checkpoint at step %d (%s)", start_step, checkpoints.path(start_step))
-    # constant learning rate for the first half, then linear decay to zero (as in CycleGAN/CUT)
-    def lr_factor(step: int) -> float:
-        half = steps // 2
-        return 1.0 if step < half else max(0.0, (steps - step) / max(steps - half, 1))
-
+    # constant learning rate for the first half, then linear decay to zero (as in CycleGAN/CUT);
+    # progress is the fraction of the steps, or of the time budget when that runs out first
     def set_lr(step: int) -> None:
+        progress = step / max(steps, 1)
+        if max_seconds:
+            progress = max(progress, (clock() - started) / max_seconds)
+        factor = 1.0 if progress < 0.5 else max(0.0, 2.0 * (1.0 - progress))
         for opt in (model.opt_g, model.opt_d):
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * lr_factor(step)
+                group["lr"] = cfg.lr * factor
 
     sample_clear = BatchSampler(clear, cfg.batch_size, cfg.image_size, gen)
     sample_adverse = BatchSampler(adverse, cfg.batch_size, cfg.image_size, gen)
@@ -116,10 +119,11 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
     history: list[dict] = []
     losses: dict[str, float] = {}
     step = start_step
-    started = last_ckpt = time.time()
+    started = clock()
+    wall_started = last_ckpt = time.time()
     done_images = 0
     while step < steps:
-        if max_seconds is not None and time.time() - started >= max_seconds:
+        if max_seconds is not None and clock() - started >= max_seconds:
             log.info("time budget of %.0fs reached at step %d", max_seconds, step)
             break
         set_lr(step)
@@ -128,7 +132,7 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
         done_images += cfg.batch_size
         if rank == 0 and (step % cfg.log_every_steps == 0 or step == steps):
             now = time.time()
-            rate = done_images / max(now - started, 1e-9)
+            rate = done_images / max(now - wall_started, 1e-9)
             eta = (steps - step) * cfg.batch_size / max(rate, 1e-9)
             log.info("step %d/%d %s | %.1f images/s | eta %.0fs", step, steps,
                      " ".join(f"{k} {v:.4f}" for k, v in losses.items()), rate, eta)
@@ -140,7 +144,7 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
                 and step < steps:
             save(step)
             last_ckpt = time.time()
-    elapsed = time.time() - started
+    elapsed = time.time() - wall_started
     if step > start_step:
         save(step)
     images_per_s = done_images / elapsed if elapsed > 0 else 0.0

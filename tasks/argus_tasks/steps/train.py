@@ -89,9 +89,22 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     if rank != 0:
         train_translator(model, clear, adverse, steps=cfg.steps, checkpoints=ckpts, seed=cfg.seed, rank=rank,
                          max_seconds=args.max_seconds)
-        return {"condition": args.condition, "rank": rank}
-    return _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, lineage(ctx.run),
-                               len(clear_rows), len(adverse_rows), train_translator)
+        return _share_result(None, world)
+    result = _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, lineage(ctx.run),
+                                 len(clear_rows), len(adverse_rows), train_translator)
+    return _share_result(result, world)
+
+
+def _share_result(result: dict | None, world: int) -> dict:
+    """Under torchrun every rank returns rank 0's result, so whichever writes result.json writes the same."""
+    if world == 1:
+        return result
+    import torch.distributed as dist
+
+    box = [result]
+    dist.broadcast_object_list(box, src=0)
+    dist.barrier()
+    return box[0]
 
 
 def log_params_once(mrun, params: dict) -> None:
@@ -112,6 +125,7 @@ def log_params_once(mrun, params: dict) -> None:
 def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, data_lineage,
                         n_clear, n_adverse, train_translator) -> dict:
     import mlflow
+    import torch
 
     from argus_tasks.models.generator import translate
     from argus_tasks.models.images import grid, png_bytes
@@ -129,17 +143,23 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
                                "world_size": world, "device": str(device), "train_frames_clear": n_clear,
                                f"train_frames_{args.condition}": n_adverse, **model.n_params})
 
+        n = min(N_GRID, clear.shape[0], adverse.shape[0])
+        src = clear[:n].float() / 255.0
+
+        def sample_grid(generator):
+            return grid([src, translate(generator, src.to(device), seed=cfg.seed), adverse[:n].float() / 255.0])
+
         def on_log(step: int, record: dict) -> None:
             mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "step"}, step=step)
+            if cfg.sample_every_steps and step % cfg.sample_every_steps == 0 and step < cfg.steps:
+                mlflow.log_image(sample_grid(model.G), artifact_file=f"samples/{args.condition}_grid_step{step:06d}.png")
 
         started = time.time()
         outcome = train_translator(model, clear, adverse, steps=cfg.steps, checkpoints=ckpts, seed=cfg.seed,
                                    on_log=on_log, max_seconds=args.max_seconds)
         generator = model.G.float().cpu().eval()
-        n = min(N_GRID, clear.shape[0], adverse.shape[0])
-        src = clear[:n].float() / 255.0
-        fake = translate(generator, src, seed=cfg.seed)
-        image = grid([src, fake, adverse[:n].float() / 255.0])
+        device = torch.device("cpu")
+        image = sample_grid(generator)
         sample_url = ctx.run.write_bytes(f"{where}/samples/grid.png", png_bytes(image))
         mlflow.log_image(image, artifact_file=f"samples/{args.condition}_grid_step{outcome.steps:06d}.png")
         digest = content_hash(generator)

@@ -1,0 +1,351 @@
+"""The schedule and CLI backfills on live Airflow services, with faults injected while they run.
+
+One scenario, shared by the tests below (runs cost minutes on 2 cores, so they are not repeated):
+
+1. the DAG was unpaused by the stack fixture with ``ARGUS_SCHEDULE`` firing daily at ``tick``, a few
+   minutes ahead: the scheduler creates the run of the latest complete interval at once (S1) and the
+   next one at the tick (S2);
+2. while S1 runs, the S3 endpoint of the DVC remote is taken down and ``airflow backfill create`` is
+   run over the three intervals before S1's, with ``--dag-run-conf`` (fault 3: the first pulls of
+   those intervals fail and are retried; fault 5: scheduled and backfill runs at once);
+3. when the first backfill run's ``train`` has opened its MLflow run, the MLflow server is killed and
+   stays down until a retry of that step has started and failed (fault 2), then it is restarted;
+4. everything must end in success; the tests then read the evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from .evidence import (
+    alias_version,
+    mlflow_runs,
+    model_files_complete,
+    parse_time,
+    read_json,
+    step_result,
+    task_log,
+    versions_of_run,
+)
+from .procs import step_processes, wait_until
+from .stack import DAG_ID, N_INTERVALS, ArgusStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BACKFILL_CONF = {"conditions": ["fog"], "train_steps": 15, "kid_tolerance": 0.15, "min_frames_per_group": 4}
+BACKFILL_INTERVALS = (1, 2, 3)
+MODEL = "argus-weather-fog"
+RUN_TIMEOUT_S = float(os.environ.get("ARGUS_TEST_RUN_TIMEOUT_S", "1500"))
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat()
+
+
+class Scenario:
+    """What happened, with the times the tests need."""
+
+    def __init__(self, stack: ArgusStack):
+        self.stack = stack
+        self.scheduled: dict[int, str] = {}  # interval number -> run id
+        self.backfill: dict[int, str] = {}
+        self.backfill_created_at: datetime | None = None
+        self.backfill_cli: str = ""
+        self.s3_down: tuple[datetime, datetime] | None = None
+        self.mlflow_down: tuple[datetime, datetime] | None = None
+        self.mlflow_victim: str = ""
+
+    @property
+    def all_runs(self) -> dict[str, int]:
+        return {**{r: k for k, r in self.scheduled.items()}, **{r: k for k, r in self.backfill.items()}}
+
+
+def _runs_by_interval(api, run_type: str) -> dict[int, str]:
+    out = {}
+    for run in api.runs(DAG_ID):
+        if run["run_type"] != run_type or not run.get("data_interval_start"):
+            continue
+        out[parse_time(run["data_interval_start"])] = run["dag_run_id"]
+    return out
+
+
+def _interval_number(stack: ArgusStack, start: datetime) -> int | None:
+    for k in range(1, N_INTERVALS + 1):
+        if stack.schedule.interval(k)[0] == start:
+            return k
+    return None
+
+
+def _task_state(api, run_id: str, task_id: str) -> str | None:
+    for ti in api.task_instances(DAG_ID, run_id):
+        if ti["task_id"] == task_id:
+            return ti["state"]
+    return None
+
+
+def _pull_failed_on_s3(stack: ArgusStack, run_ids) -> bool:
+    for run_id in run_ids:
+        failure = stack.run_dir(run_id) / "pull" / "failure.json"
+        if failure.exists() and "s3://" in read_json(failure).get("message", ""):
+            return True
+    return False
+
+
+def _train_failed_at_start(stack: ArgusStack, run_id: str) -> bool:
+    failure = stack.run_dir(run_id) / "train" / "fog" / "failure.json"
+    if not failure.exists():
+        return False
+    rec = read_json(failure)
+    return rec.get("try_number", 1) >= 2 and stack.mlflow_uri in rec.get("message", "")
+
+
+@pytest.fixture(scope="module")
+def scenario(stack, api) -> Scenario:
+    sc = Scenario(stack)
+    first_scheduled = 4 if stack.unpaused_at < stack.schedule.tick else 5
+
+    # 1. the scheduler's first run, created when the DAG was unpaused
+    def scheduled_run():
+        found = {_interval_number(stack, s): r for s, r in _runs_by_interval(api, "scheduled").items()}
+        return found.get(first_scheduled)
+
+    sc.scheduled[first_scheduled] = wait_until(scheduled_run, 120, what="the scheduler's first run")
+    s1 = sc.scheduled[first_scheduled]
+    wait_until(lambda: _task_state(api, s1, "pull") == "success", 600, what=f"{s1} to pull its frames")
+
+    # 2. S3 down, then the backfill while the scheduled run is running
+    stack.s3.down()
+    down_at = datetime.now(UTC)
+    assert api.run(DAG_ID, s1)["state"] == "running", "the scheduled run should still be running"
+    first, last = (stack.schedule.interval(k)[0] for k in (BACKFILL_INTERVALS[0], BACKFILL_INTERVALS[-1]))
+    sc.backfill_created_at = datetime.now(UTC)
+    out = stack.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", _iso(first), "--to-date",
+                        _iso(last), "--dag-run-conf", json.dumps(BACKFILL_CONF), "--max-active-runs", "3")
+    sc.backfill_cli = out.stdout + out.stderr
+
+    def backfill_runs():
+        found = {_interval_number(stack, s): r for s, r in _runs_by_interval(api, "backfill").items()}
+        return found if all(k in found for k in BACKFILL_INTERVALS) else None
+
+    sc.backfill = wait_until(backfill_runs, 60, what="the backfill's three runs")
+    try:
+        wait_until(lambda: _pull_failed_on_s3(stack, sc.backfill.values()), 300,
+                   what="a backfill pull to fail on the unreachable S3 endpoint")
+    finally:
+        stack.s3.up()
+        sc.s3_down = (down_at, datetime.now(UTC))
+
+    # 3. MLflow killed while the first backfill run trains, kept down until a retry failed at its start
+    victim = sc.backfill[BACKFILL_INTERVALS[0]]
+    sc.mlflow_victim = victim
+    wait_until(lambda: step_processes(stack.home, ARGUS_RUN_ID=victim, ARGUS_TASK_ID="train")
+               and mlflow_runs(stack, victim, "train", "fog"), 900, interval_s=0.5,
+               what=f"{victim}'s train step to open its MLflow run")
+    stack.stop_mlflow()
+    mlflow_down = datetime.now(UTC)
+    try:
+        wait_until(lambda: _train_failed_at_start(stack, victim), 300, interval_s=0.5,
+                   what="a retry of train to fail at its start while MLflow is down")
+    finally:
+        stack.restart_mlflow()
+        sc.mlflow_down = (mlflow_down, datetime.now(UTC))
+
+    # 4. the tick's run, then everything to the end
+    if first_scheduled == 4:
+        wait_until(lambda: {_interval_number(stack, s): r for s, r in
+                            _runs_by_interval(api, "scheduled").items()}.get(5),
+                   max(60.0, (stack.schedule.tick - datetime.now(UTC)).total_seconds() + 120),
+                   what="the run the scheduler creates at the tick")
+    sc.scheduled = {_interval_number(stack, s): r for s, r in _runs_by_interval(api, "scheduled").items()}
+    for run_id in sc.all_runs:
+        api.wait_run(DAG_ID, run_id, RUN_TIMEOUT_S)
+    return sc
+
+
+# ---- the schedule ---------------------------------------------------------------------------------
+def test_the_scheduler_creates_runs_at_the_right_logical_dates_and_intervals(scenario, api, stack):
+    expected = {5} | ({4} if stack.unpaused_at < stack.schedule.tick else set())
+    assert set(scenario.scheduled) == expected, (
+        f"scheduled runs for intervals {sorted(scenario.scheduled)}, expected {sorted(expected)} "
+        f"(unpaused {stack.unpaused_at}, tick {stack.schedule.tick})")
+    for k, run_id in scenario.scheduled.items():
+        run = api.run(DAG_ID, run_id)
+        start, end = stack.schedule.interval(k)
+        assert parse_time(run["logical_date"]) == start
+        assert (parse_time(run["data_interval_start"]), parse_time(run["data_interval_end"])) == (start, end)
+        assert parse_time(run["run_after"]) == end, "a run starts when its interval is over"
+        assert parse_time(run["queued_at"]) >= min(end, stack.unpaused_at), "created no earlier than due"
+    if 5 in scenario.scheduled and 4 in scenario.scheduled:
+        tick_run = api.run(DAG_ID, scenario.scheduled[5])
+        created = parse_time(tick_run["queued_at"])
+        assert created >= stack.schedule.tick, "the tick's run was created before the tick"
+        assert (created - stack.schedule.tick).total_seconds() < 120, f"created late: {created}"
+
+
+def test_all_runs_succeed(scenario, api):
+    states = {run_id: api.run(DAG_ID, run_id)["state"] for run_id in scenario.all_runs}
+    assert set(states.values()) == {"success"}, {r: (s, api.states(DAG_ID, r)) for r, s in states.items()
+                                                 if s != "success"}
+    assert len(scenario.backfill) == 3
+
+
+# ---- the backfill ---------------------------------------------------------------------------------
+def test_each_run_pulls_only_the_frames_of_its_own_interval(scenario, stack):
+    registry = pd.read_parquet(stack.registry / "dataset" / "manifest.parquet")
+    registry["capture_time"] = pd.to_datetime(registry["capture_time"], utc=True)
+    for run_id, k in scenario.all_runs.items():
+        start, end = stack.schedule.interval(k)
+        pulled = pd.read_parquet(stack.run_dir(run_id) / "data" / "manifest.parquet")
+        times = pd.to_datetime(pulled["capture_time"], utc=True)
+        assert len(pulled) > 0
+        assert times.min() >= start and times.max() < end, f"{run_id} pulled frames outside {start}..{end}"
+        expected = set(registry.loc[(registry["capture_time"] >= start) & (registry["capture_time"] < end),
+                                    "frame_id"])
+        assert set(pulled["frame_id"]) == expected, f"{run_id} did not pull exactly the frames of its interval"
+        pull = step_result(stack, run_id, "pull")
+        assert pull["n_frames"] == len(expected) and pull["n_missing_files"] == 0 and pull["n_hash_mismatches"] == 0
+        assert parse_time(pull["interval"]["start"]) == start and parse_time(pull["interval"]["end"]) == end
+        on_disk = {p.stem for p in (stack.run_dir(run_id) / "data" / "frames").rglob("*.png")}
+        assert on_disk == expected, f"{run_id}'s data folder holds other frames than its manifest"
+
+
+def test_the_backfill_conf_reaches_the_steps_in_mlflow(scenario, stack):
+    for run_id in scenario.backfill.values():
+        (train,) = mlflow_runs(stack, run_id, "train", "fog")
+        assert train.data.params["cfg.steps"] == str(BACKFILL_CONF["train_steps"])
+        (promote,) = mlflow_runs(stack, run_id, "promote", "fog")
+        assert float(promote.data.params["kid_tolerance"]) == BACKFILL_CONF["kid_tolerance"]
+    for run_id in scenario.scheduled.values():  # the scheduled runs ran with the deployment's defaults
+        (train,) = mlflow_runs(stack, run_id, "train", "fog")
+        assert train.data.params["cfg.steps"] != str(BACKFILL_CONF["train_steps"])
+
+
+def test_no_run_shares_or_overwrites_the_files_of_another(scenario, stack, api):
+    seen: dict[tuple[int, int], str] = {}
+    for run_id in scenario.all_runs:
+        folder = stack.run_dir(run_id)
+        ended = parse_time(api.run(DAG_ID, run_id)["end_date"]).timestamp()
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        assert files, run_id
+        for p in files:
+            st = p.stat()
+            assert st.st_nlink == 1, f"{p} is hard-linked: shared with another run or the cache"
+            key = (st.st_dev, st.st_ino)
+            assert key not in seen, f"{p} is the same file as {seen[key]}"
+            seen[key] = str(p)
+            assert st.st_mtime <= ended + 2, f"{p} was written after its run ended"
+        train = step_result(stack, run_id, "train/fog")
+        (mlrun,) = mlflow_runs(stack, run_id, "train", "fog")
+        assert train["mlflow_run_id"] == mlrun.info.run_id
+    versions = [step_result(stack, r, "train/fog")["model_version"] for r in scenario.all_runs]
+    assert len(set(versions)) == len(versions), f"two runs share a registered version: {versions}"
+
+
+# ---- fault 5: scheduled and backfill runs at once -------------------------------------------------
+def test_fault5_scheduled_and_backfill_runs_overlapped(scenario, api):
+    spans = {r: (parse_time(api.run(DAG_ID, r)["start_date"]), parse_time(api.run(DAG_ID, r)["end_date"]))
+             for r in scenario.all_runs}
+    s1 = min(scenario.scheduled.items())[1]
+    s1_start, s1_end = spans[s1]
+    assert s1_start < scenario.backfill_created_at < s1_end, "the backfill did not start while S1 ran"
+    overlapping = [r for r in scenario.backfill.values() if spans[r][0] < s1_end]
+    assert overlapping, "no backfill run ran at the same time as the scheduled run"
+
+
+def test_fault5_every_runs_registry_version_is_intact(scenario, stack):
+    for run_id in scenario.all_runs:
+        train = step_result(stack, run_id, "train/fog")
+        versions = versions_of_run(stack, MODEL, run_id)
+        assert [v.version for v in versions] == [train["model_version"]], f"{run_id}: {versions}"
+        assert versions[0].tags.get("argus.content_hash") == train["content_hash"]
+        assert model_files_complete(stack, MODEL, train["model_version"]), f"{run_id}'s model is incomplete"
+
+
+def test_fault5_promotions_were_serialised_and_one_champion_is_left(scenario, stack, api):
+    promotes = []
+    for run_id in scenario.all_runs:
+        (ti,) = [t for t in api.task_instances(DAG_ID, run_id) if t["task_id"] == "promote"]
+        decision = read_json(stack.run_dir(run_id) / "promote" / "fog" / "decision.json")["result"]
+        promotes.append((parse_time(ti["start_date"]), parse_time(ti["end_date"]), run_id, decision, ti["pool"]))
+    promotes.sort(key=lambda p: p[0])
+    assert {p[4] for p in promotes} == {"argus_promotion"}
+    for (s1, e1, r1, *_), (s2, e2, r2, *_) in zip(promotes, promotes[1:], strict=False):
+        assert e1 <= s2, f"promote of {r1} ({s1}..{e1}) overlapped promote of {r2} ({s2}..{e2})"
+    # replaying the decisions in the order they ran gives the champion the registry holds: no lost update
+    champion = None
+    for *_, decision, _pool in promotes:
+        assert decision["previous_champion"] == champion, (
+            f"{decision['challenger_version']} was decided against v{decision['previous_champion']}, but the "
+            f"champion then was v{champion}")
+        champion = decision["champion_version"]
+    assert champion is not None, "no fog model was ever promoted: the scenario proves nothing about champions"
+    assert alias_version(stack, MODEL, "champion") == champion
+    holders = [v.version for v in stack.mlflow_client().search_model_versions(f"name='{MODEL}'")
+               if "champion" in (v.aliases or [])]
+    assert holders == [champion], f"champion alias on {holders}"
+
+
+# ---- fault 3: the S3 endpoint down during pull ----------------------------------------------------
+def test_fault3_pull_retried_while_s3_was_down_and_no_partial_dataset_was_used(scenario, api, stack):
+    retried = []
+    for run_id in scenario.backfill.values():
+        tries = api.tries(DAG_ID, run_id, "pull")
+        first = task_log(stack, run_id, "pull", 1)
+        if len(tries) > 1 and "s3://argus-dvc" in first:
+            retried.append(run_id)
+            assert tries[-1]["state"] == "success"
+            assert "unreachable" in first or "could not fetch" in first, first[-2000:]
+            assert "will be retried" in first, "the message does not say that the step is retried"
+    assert retried, "no pull was retried after the S3 endpoint went down"
+    for run_id in retried:
+        # validate judged exactly what the successful pull wrote: the whole interval, hashes verified
+        pull = step_result(stack, run_id, "pull")
+        validated = step_result(stack, run_id, "validate")
+        assert validated.get("dataset_fingerprint", pull["fingerprint"]) == pull["fingerprint"]
+        accepted = pd.read_parquet(stack.run_dir(run_id) / "validate" / "accepted_manifest.parquet")
+        assert len(accepted) == pull["n_frames"]
+        assert not [p for p in (stack.run_dir(run_id) / "data").rglob("*") if p.name.endswith(".tmp")]
+
+
+# ---- fault 2: MLflow down when a step starts and in the middle of one ------------------------------
+def test_fault2_mlflow_outage_names_the_uri_retries_and_leaves_one_complete_version(scenario, api, stack):
+    victim = scenario.mlflow_victim
+    tries = api.tries(DAG_ID, victim, "train", 0)
+    assert len(tries) >= 3 and tries[-1]["state"] == "success", [(t["try_number"], t["state"]) for t in tries]
+    logs = {t["try_number"]: task_log(stack, victim, "train", t["try_number"], 0) for t in tries}
+    assert any(stack.mlflow_uri in text and "unreachable" in text for text in logs.values()), (
+        "no try's log names the unreachable tracking URI")
+    # exponential backoff: after failed try n, Airflow waits at least retry_delay * 2**(n-1)
+    delay = int(stack.env["ARGUS_RETRY_DELAY_S"])
+    for a, b in zip(tries, tries[1:], strict=False):
+        waited = (parse_time(b["start_date"]) - parse_time(a["end_date"])).total_seconds()
+        assert waited >= delay * 2 ** (a["try_number"] - 1) - 1, f"try {b['try_number']} came after {waited:.1f}s"
+    versions = versions_of_run(stack, MODEL, victim)
+    assert len(versions) == 1, f"half-registered or duplicate versions: {versions}"
+    for alias in ("challenger", "champion"):
+        version = alias_version(stack, MODEL, alias)
+        if version is not None:
+            assert model_files_complete(stack, MODEL, version), f"@{alias} points at an incomplete model"
+
+
+# ---- reprocess ------------------------------------------------------------------------------------
+def test_a_second_backfill_with_reprocess_failed_reruns_only_what_failed(scenario, api, stack):
+    target = scenario.backfill[BACKFILL_INTERVALS[1]]
+    others = [r for k, r in scenario.backfill.items() if r != target]
+    before = {r: api.run(DAG_ID, r)["end_date"] for r in others}
+    api.set_run_state(DAG_ID, target, "failed")  # what "Mark run as failed" in the UI does
+    first, last = (stack.schedule.interval(k)[0] for k in (BACKFILL_INTERVALS[0], BACKFILL_INTERVALS[-1]))
+    stack.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", _iso(first), "--to-date", _iso(last),
+                  "--dag-run-conf", json.dumps(BACKFILL_CONF), "--reprocess-behavior", "failed")
+    wait_until(lambda: api.run(DAG_ID, target)["state"] != "failed", 120, what=f"{target} to be re-queued")
+    run = api.wait_run(DAG_ID, target, RUN_TIMEOUT_S)
+    assert run["state"] == "success", api.states(DAG_ID, target)
+    backfill_ids = {r for r in _runs_by_interval(api, "backfill").values()}
+    assert backfill_ids == set(scenario.backfill.values()), "the second backfill created other runs"
+    for r in others:
+        assert api.run(DAG_ID, r)["end_date"] == before[r], f"{r} was rerun although it had succeeded"

@@ -1,0 +1,286 @@
+"""Faults injected into runs on the live Airflow services, each with its expected outcome.
+
+Faults 2, 3 and 5 are injected into the schedule and backfill scenario (test_backfill_and_schedule).
+Here, three runs go through at once (the DAG allows two active runs; the third queues):
+
+* F, the fault run (fog, 210 steps: checkpoints at 100 and 200), whose ``train`` is hurt three times:
+  1. its process is killed after the step-100 checkpoint (fault 1); the retry resumes from step 100;
+  2. the retry's file-size limit is cut to 256 KiB with ``prlimit``, so writing the step-200
+     checkpoint fails with EFBIG, a real "disk full" class of error (fault 9);
+  3. in the third try the Airflow worker (scheduler and LocalExecutor, SIGKILL to the whole process
+     group) is stopped mid-training (fault 8); the scheduler is restarted and the task retried;
+* AA, a rerun of the fog champion's interval with its conf: an A/A challenger (fault 7);
+* BAD, a run of a corrupted dataset revision (fault 4).
+
+Then ``promote`` of the champion's run is cleared and re-run (fault 6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from .evidence import (
+    alias_version,
+    mlflow_runs,
+    model_files_complete,
+    parse_time,
+    read_json,
+    step_result,
+    task_log,
+    versions_of_run,
+)
+from .procs import kill_pids, step_processes, wait_until
+from .stack import DAG_ID, ArgusStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL = "argus-weather-fog"
+FAULT_CONF = {"conditions": ["fog"], "train_steps": 210, "data_window": "all"}
+FSIZE_LIMIT = 256 * 1024
+CORRUPT_TAG = "corrupt-1"
+RUN_TIMEOUT_S = float(os.environ.get("ARGUS_TEST_RUN_TIMEOUT_S", "1500"))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _checkpoint(stack: ArgusStack, run_id: str, step: int) -> Path:
+    return stack.run_dir(run_id) / "train" / "fog" / "checkpoints" / f"step-{step:08d}.pt"
+
+
+def _train_procs(stack: ArgusStack, run_id: str, try_number: int | None = None) -> list[int]:
+    match = {"ARGUS_RUN_ID": run_id, "ARGUS_TASK_ID": "train"}
+    if try_number is not None:
+        match["ARGUS_TRY_NUMBER"] = str(try_number)
+    return step_processes(stack.home, **match)
+
+
+def make_corrupt_revision(stack: ArgusStack, tag: str) -> dict:
+    """A side commit of the registry, tagged ``tag``, with 10% of its frames truncated (main untouched)."""
+    import pandas as pd
+
+    reg = stack.registry
+    manifest = pd.read_parquet(reg / "dataset" / "manifest.parquet")
+    victims = manifest.sample(frac=0.10, random_state=3)["frame_path"].tolist()
+    script = f"""
+set -e
+cd {reg}
+git -c user.name=t -c user.email=t@localhost checkout -q -b {tag}-branch
+python - <<'PY'
+from pathlib import Path
+for rel in {victims!r}:
+    p = Path("dataset") / rel
+    data = p.read_bytes()
+    p.unlink()  # a new file: the DVC cache behind the old one stays intact
+    p.write_bytes(data[: len(data) // 3])
+PY
+dvc add -q dataset
+dvc push -q
+git add dataset.dvc
+git -c user.name=t -c user.email=t@localhost commit -q -m "corrupted copy for the fault tests"
+git -c user.name=t -c user.email=t@localhost tag -a {tag} -m {tag}
+git checkout -q main
+dvc checkout -q --force dataset
+"""
+    stack.sh(script, timeout=300)
+    return {"tag": tag, "truncated": victims}
+
+
+@pytest.fixture(scope="module")
+def champion_run(stack, api) -> dict:
+    """The fog champion's run (from the schedule and backfill scenario), its interval and conf."""
+    version = alias_version(stack, MODEL, "champion")
+    assert version, "no fog champion: run test_backfill_and_schedule first (the module order does)"
+    mv = stack.mlflow_client().get_model_version(MODEL, version)
+    run_id = mv.tags["argus.run_id"]
+    run = api.run(DAG_ID, run_id)
+    return {"version": version, "run_id": run_id, "run": run, "content_hash": mv.tags.get("argus.content_hash")}
+
+
+class FaultLog:
+    def __init__(self):
+        self.events: list[tuple[str, float, dict]] = []
+
+    def add(self, what: str, **info):
+        self.events.append((what, time.time(), info))
+
+    def get(self, what: str) -> dict:
+        return next(info for w, _, info in self.events if w == what)
+
+
+@pytest.fixture(scope="module")
+def fault_runs(stack, api, champion_run):
+    log = FaultLog()
+    corrupt = make_corrupt_revision(stack, CORRUPT_TAG)
+    f_run = api.trigger(DAG_ID, FAULT_CONF)["dag_run_id"]
+    c = champion_run["run"]
+    start = parse_time(c["data_interval_start"])
+    end = parse_time(c["data_interval_end"])
+    aa_run = api.trigger(DAG_ID, c["conf"], logical_date=start + timedelta(minutes=1),
+                         data_interval=(start, end), note="A/A rerun of the champion's interval")["dag_run_id"]
+    bad_run = api.trigger(DAG_ID, {"conditions": ["fog"], "dataset_rev": CORRUPT_TAG, "data_window": "all"})[
+        "dag_run_id"]
+
+    # --- fault 1: kill the training process after its step-100 checkpoint
+    ckpt100 = _checkpoint(stack, f_run, 100)
+    pids = wait_until(lambda: ckpt100.exists() and _train_procs(stack, f_run, 1), RUN_TIMEOUT_S, interval_s=0.1,
+                      what="the fault run's step-100 checkpoint")
+    kill_pids(pids, signal.SIGKILL)
+    log.add("killed", pids=pids, ckpt100_sha=sha256(ckpt100))
+
+    # --- fault 9: the retry may write no file over FSIZE_LIMIT (the step-200 checkpoint fails)
+    pids = wait_until(lambda: _train_procs(stack, f_run, 2), 600, interval_s=0.2, what="train's second try")
+    for pid in pids:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
+    log.add("fsize_limited", pids=pids)
+    wait_until(lambda: not _train_procs(stack, f_run, 2), 900, interval_s=0.5, what="the second try to fail")
+    log.add("second_try_ended", ckpt100_sha=sha256(ckpt100) if ckpt100.exists() else None,
+            checkpoints=sorted(p.name for p in ckpt100.parent.iterdir()))
+
+    # --- fault 8: stop the Airflow worker while the third try trains
+    wait_until(lambda: _train_procs(stack, f_run, 3), 600, interval_s=0.2, what="train's third try")
+    wait_until(lambda: "step 125/" in task_log(stack, f_run, "train", 3, 0) or not _train_procs(stack, f_run, 3),
+               600, interval_s=0.5, what="the third try to train past step 125")
+    step_pids = _train_procs(stack, f_run, 3)
+    assert step_pids, "the third try ended before the worker could be stopped"
+    scheduler = stack.services["scheduler"]
+    scheduler.signal_group(signal.SIGKILL)
+    scheduler.stop(grace_s=1)
+    stopped = time.time()
+    try:
+        wait_until(lambda: not _train_procs(stack, f_run), 30, interval_s=0.2, what="the orphaned step to end")
+        log.add("worker_stopped", step_pids=step_pids, gone_after_s=round(time.time() - stopped, 1), orphans=[])
+    except TimeoutError:
+        orphans = _train_procs(stack, f_run)
+        log.add("worker_stopped", step_pids=step_pids, gone_after_s=None, orphans=orphans)
+        kill_pids(orphans)  # so that the rest of the scenario can go on; the test reports them
+    stack.restart("scheduler")
+
+    runs = {r: api.wait_run(DAG_ID, r, RUN_TIMEOUT_S) for r in (f_run, aa_run, bad_run)}
+    return {"f": f_run, "aa": aa_run, "bad": bad_run, "runs": runs, "log": log, "corrupt": corrupt}
+
+
+# ---- fault 1 ----------------------------------------------------------------------------------------
+def test_fault1_killed_training_resumes_from_its_last_checkpoint(fault_runs, api, stack):
+    f = fault_runs["f"]
+    assert fault_runs["runs"][f]["state"] == "success", api.states(DAG_ID, f)
+    tries = api.tries(DAG_ID, f, "train", 0)
+    first = task_log(stack, f, "train", 1, 0)
+    assert "exited with -9" in first or "signal 9" in first, first[-1500:]
+    second = task_log(stack, f, "train", 2, 0)
+    assert "resuming from checkpoint at step 100" in second, second[-3000:]
+    result = step_result(stack, f, "train/fog")
+    assert result["steps"] == FAULT_CONF["train_steps"]
+    assert result["resumed_from_step"] in (100, 200)
+    assert [t["state"] for t in tries][-1] == "success"
+
+
+def test_fault1_the_model_is_registered_once(fault_runs, stack):
+    f = fault_runs["f"]
+    versions = versions_of_run(stack, MODEL, f)
+    assert len(versions) == 1, [v.version for v in versions]
+    assert model_files_complete(stack, MODEL, versions[0].version)
+    assert len(mlflow_runs(stack, f, "train", "fog")) == 1, "a retry opened a second MLflow run"
+
+
+# ---- fault 9 ----------------------------------------------------------------------------------------
+def test_fault9_a_failed_checkpoint_write_is_a_clear_error_and_the_previous_checkpoint_survives(fault_runs, stack):
+    f = fault_runs["f"]
+    second = task_log(stack, f, "train", 2, 0)
+    assert "File too large" in second or "No space" in second, second[-3000:]
+    assert "checkpoint" in second.lower()
+    ended = fault_runs["log"].get("second_try_ended")
+    killed = fault_runs["log"].get("killed")
+    assert ended["ckpt100_sha"] == killed["ckpt100_sha"], "the step-100 checkpoint changed"
+    assert "step-00000200.pt" not in ended["checkpoints"], "a torn step-200 checkpoint was left"
+    assert not [n for n in ended["checkpoints"] if n.endswith(".tmp")], ended["checkpoints"]
+    third = task_log(stack, f, "train", 3, 0)
+    assert "resuming from checkpoint at step 100" in third, "the retry did not resume from the intact checkpoint"
+
+
+# ---- fault 8 ----------------------------------------------------------------------------------------
+def test_fault8_no_orphan_step_process_when_the_worker_stops(fault_runs):
+    stopped = fault_runs["log"].get("worker_stopped")
+    assert not stopped["orphans"], f"the step process outlived its worker by 30s: {stopped}"
+    assert stopped["gone_after_s"] < 15, stopped
+
+
+def test_fault8_the_retry_after_the_worker_stopped_starts_cleanly(fault_runs, api, stack):
+    f = fault_runs["f"]
+    tries = api.tries(DAG_ID, f, "train", 0)
+    assert len(tries) >= 4, [(t["try_number"], t["state"]) for t in tries]
+    last = task_log(stack, f, "train", tries[-1]["try_number"], 0)
+    assert "resuming from checkpoint at step" in last, last[-3000:]
+    assert tries[-1]["state"] == "success"
+    assert not _train_procs(stack, f), "a train process of the fault run is still alive"
+
+
+# ---- fault 7 ----------------------------------------------------------------------------------------
+def test_fault7_an_identical_challenger_is_never_promoted(fault_runs, champion_run, stack, api):
+    aa = fault_runs["aa"]
+    assert fault_runs["runs"][aa]["state"] == "success", api.states(DAG_ID, aa)
+    pulled = step_result(stack, aa, "pull")
+    original = step_result(stack, champion_run["run_id"], "pull")
+    assert pulled["fingerprint"] == original["fingerprint"], "the A/A run did not see the champion's data"
+    trained = step_result(stack, aa, "train/fog")
+    decision = read_json(stack.run_dir(aa) / "promote" / "fog" / "decision.json")["result"]
+    assert decision["promoted"] is False, decision
+    assert alias_version(stack, MODEL, "champion") == champion_run["version"]
+    assert trained["content_hash"] == champion_run["content_hash"], (
+        "retraining the same interval with the same conf gave other weights (training is not reproducible)")
+    assert any("identical" in r for r in decision["reasons"]), decision["reasons"]
+
+
+# ---- fault 4 ----------------------------------------------------------------------------------------
+def test_fault4_a_corrupted_revision_stops_the_run_at_validate(fault_runs, api, stack):
+    bad = fault_runs["bad"]
+    assert fault_runs["runs"][bad]["state"] == "failed"
+    states = api.states(DAG_ID, bad)
+    assert states["pull"] == "success" and states["validate"] == "failed", states
+    assert len(api.tries(DAG_ID, bad, "validate")) == 1, "a permanent data failure was retried"
+    for task, state in states.items():
+        if task.startswith(("train", "evaluate", "approve", "promote", "segmenter")):
+            assert state in ("upstream_failed", None), f"{task} was {state}"
+    assert not versions_of_run(stack, MODEL, bad), "a model was registered from corrupted data"
+    assert not mlflow_runs(stack, bad, "train"), "training started on corrupted data"
+    assert not (stack.run_dir(bad) / "promote").exists()
+    report = (stack.run_dir(bad) / "report" / "report.md").read_text()
+    assert "validate" in report and "failed" in report, report
+    failure = read_json(stack.run_dir(bad) / "validate" / "failure.json")["message"]
+    assert failure.splitlines()[0][:60] in report, "the report does not name the cause"
+
+
+# ---- fault 6 ----------------------------------------------------------------------------------------
+def test_fault6_promote_rerun_after_success_moves_nothing(fault_runs, champion_run, api, stack):
+    run_id = champion_run["run_id"]
+    before = read_json(stack.run_dir(run_id) / "promote" / "fog" / "decision.json")
+    versions_before = {v.version: dict(v.tags) for v in stack.mlflow_client().search_model_versions(
+        f"name='{MODEL}'")}
+    champion_before = alias_version(stack, MODEL, "champion")
+    api.clear(DAG_ID, run_id, ["promote"], include_downstream=True)
+    wait_until(lambda: api.run(DAG_ID, run_id)["state"] != "success", 60, interval_s=0.5, what="the clear")
+    run = api.wait_run(DAG_ID, run_id, RUN_TIMEOUT_S)
+    assert run["state"] == "success", api.states(DAG_ID, run_id)
+    result = step_result(stack, run_id, "promote/fog")
+    assert result["already_applied"] is True and "already applied" in result["note"], result
+    assert alias_version(stack, MODEL, "champion") == champion_before
+    versions_after = {v.version: dict(v.tags) for v in stack.mlflow_client().search_model_versions(
+        f"name='{MODEL}'")}
+    assert set(versions_after) == set(versions_before), "a version appeared or vanished"
+    for version, tags in versions_before.items():
+        moved = {k for k in tags if k.startswith("argus.decision") and versions_after[version].get(k) != tags[k]}
+        assert not moved, f"v{version}'s decision tags changed: {moved}"
+    assert read_json(stack.run_dir(run_id) / "promote" / "fog" / "decision.json") == before
+
+
+def test_no_step_process_is_left_behind(fault_runs, stack):
+    assert not step_processes(stack.home), "argus-task processes outlived their runs"
