@@ -65,7 +65,8 @@ def load() -> Settings:
         dvc_remote=_env("ARGUS_DVC_REMOTE", ""),
         mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"),
         mlflow_artifacts=_env("ARGUS_MLFLOW_ARTIFACTS", str(home / "mlflow" / "artifacts")),
-        image=_env("ARGUS_TASK_IMAGE", "ghcr.io/argus-pipelines/argus-task:0.1.0"),
+        # lineage of local runs names the local venv instead of an image they did not use
+        image=_env("ARGUS_TASK_IMAGE", "argus/task:0.1.0" if runtime == "kubernetes" else "local-venv"),
         namespace=_env("ARGUS_K8S_NAMESPACE", "argus"),
         task_service_account=_env("ARGUS_TASK_SERVICE_ACCOUNT", "argus-task"),
         s3_secret=_env("ARGUS_S3_SECRET", "argus-s3-credentials"),
@@ -76,10 +77,21 @@ def load() -> Settings:
         train_gpus=int(_env("ARGUS_TRAIN_GPUS", "1")),
         retry_delay_s=int(_env("ARGUS_RETRY_DELAY_S", "30")),
         retries=int(_env("ARGUS_RETRIES", "3")),
-        schedule=_env("ARGUS_SCHEDULE", DEFAULT_SCHEDULE),
+        schedule=_cron("ARGUS_SCHEDULE", DEFAULT_SCHEDULE),
         mlflow_conn_id=_env("ARGUS_MLFLOW_CONN_ID", ""),
         param_defaults=_json_object("ARGUS_PARAM_DEFAULTS"),
     )
+
+
+def _cron(name: str, default: str) -> str:
+    """The cron expression in env ``name``; a clear error naming the variable when it is not one."""
+    from croniter import croniter  # already loaded by Airflow's cron timetables
+
+    value = _env(name, default).strip()
+    if not croniter.is_valid(value):
+        raise ValueError(f"{name}={value!r} is not a cron expression (e.g. {default!r}: minute hour day month "
+                         "weekday, UTC)")
+    return value
 
 
 def _json_object(name: str) -> dict:

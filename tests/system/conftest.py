@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from .scenario import run_scenario
 from .stack import DAG_ID, ArgusStack, Schedule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,3 +72,9 @@ def mlflow_client(stack):
 @pytest.fixture(scope="session")
 def dag_id() -> str:
     return DAG_ID
+
+
+@pytest.fixture(scope="session")
+def schedule_scenario(stack, api):
+    """The scheduled runs and the backfill, with faults 2, 3 and 5 injected (scenario.py); minutes."""
+    return run_scenario(stack, api)

@@ -18,7 +18,7 @@ from .evidence import alias_version, mlflow_runs, read_json, step_result
 from .procs import wait_until
 from .stack import DAG_ID
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 CONDITION = "rain"
 MODEL = f"argus-weather-{CONDITION}"

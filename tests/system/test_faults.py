@@ -40,7 +40,7 @@ from .evidence import (
 from .procs import kill_pids, step_processes, wait_until
 from .stack import DAG_ID, ArgusStack
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 MODEL = "argus-weather-fog"
 FAULT_CONF = {"conditions": ["fog"], "train_steps": 210, "data_window": "all"}
@@ -96,10 +96,10 @@ dvc checkout -q --force dataset
 
 
 @pytest.fixture(scope="module")
-def champion_run(stack, api) -> dict:
+def champion_run(stack, api, schedule_scenario) -> dict:
     """The fog champion's run (from the schedule and backfill scenario), its interval and conf."""
     version = alias_version(stack, MODEL, "champion")
-    assert version, "no fog champion: run test_backfill_and_schedule first (the module order does)"
+    assert version, "the schedule and backfill scenario left no fog champion"
     mv = stack.mlflow_client().get_model_version(MODEL, version)
     run_id = mv.tags["argus.run_id"]
     run = api.run(DAG_ID, run_id)

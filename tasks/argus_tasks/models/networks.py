@@ -76,17 +76,19 @@ class WeatherGenerator(nn.Module):
             self.pixel_head = nn.Conv2d(ch, n_pix, 3, padding=1)
             n_low = 3 + (3 if "gain" in self.extras else 0) + (3 if "particles" in self.extras else 0)
             self.lowfreq_head = nn.Conv2d(self.bottleneck_ch, n_low, 1)
+            # per-frame spread of the weather strength (log scale), learned; softplus(-0.55) ~ 0.45
+            self.spread = nn.Parameter(torch.tensor(-0.55))
             with torch.no_grad():  # start as the identity: t ~ 1, gain = 1, no particles
                 self.pixel_head.weight.mul_(0.1)
                 self.pixel_head.bias.zero_()
-                self.pixel_head.bias[0] = 4.0
+                self.pixel_head.bias[0] = -4.0  # optical depth softplus(-4) ~ 0.018
                 if "particles" in self.extras:
                     self.pixel_head.bias[1] = -5.0
                 self.lowfreq_head.weight.mul_(0.1)
                 self.lowfreq_head.bias.zero_()
 
     # -- parts ------------------------------------------------------------------------------
-    def _input(self, x: torch.Tensor) -> torch.Tensor:
+    def _input(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         h = x * 2.0 - 1.0
         if self.noise_channels:
             noise = torch.randn(x.shape[0], self.noise_channels, x.shape[2], x.shape[3],
@@ -95,13 +97,17 @@ class WeatherGenerator(nn.Module):
         if self.latent_channels:
             # one random value per image and plane: lets the net vary the weather's strength from frame to
             # frame (fog density, rain amount), as real frames do
-            z = torch.randn(x.shape[0], self.latent_channels, 1, 1, device=x.device, dtype=x.dtype)
+            if z is None:
+                z = self.sample_latent(x)
             h = torch.cat([h, z.expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
         if self.coord_channels:
             # the row coordinate: on a road camera the row is the strongest depth cue (flat world)
             rows = torch.linspace(-1.0, 1.0, x.shape[2], device=x.device, dtype=x.dtype)
             h = torch.cat([h, rows.view(1, 1, -1, 1).expand(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
         return h
+
+    def sample_latent(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape[0], max(self.latent_channels, 1), 1, 1, device=x.device, dtype=x.dtype)
 
     def encode(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """Encoder activations at the given layer indices (for PatchNCE)."""
@@ -116,8 +122,15 @@ class WeatherGenerator(nn.Module):
         return feats
 
     def components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The physical layers (t, A, gain, particles) for a batch; physics head only."""
-        h = self._input(x)
+        """The physical layers (t, A, gain, particles) for a batch; physics head only.
+
+        The optical depth ``-ln t`` (and the log gain) of each frame is scaled by
+        ``s = exp(spread * z)`` with the frame's latent ``z``: the weather's strength varies from
+        frame to frame by construction (real fog ranges from haze to a wall), and the learned
+        ``spread`` sets by how much.
+        """
+        z = self.sample_latent(x) if self.latent_channels else None
+        h = self._input(x, z)
         for layer in self.encoder:
             h = layer(h)
         bott = h
@@ -126,13 +139,16 @@ class WeatherGenerator(nn.Module):
             return {"free": dec}
         size = x.shape[-2:]
         pix = self.pixel_head(dec)
-        t = torch.sigmoid(pix[:, :1])
+        strength = torch.ones_like(pix[:, :1, :1, :1])
+        if z is not None:
+            strength = torch.exp(F.softplus(self.spread) * z[:, :1])
+        t = torch.exp(-F.softplus(pix[:, :1]) * strength)
         low = self.lowfreq_head(F.adaptive_avg_pool2d(bott, self.airlight_grid))
         low = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
         out = {"t": t, "A": torch.sigmoid(low[:, :3])}
         k = 3
         if "gain" in self.extras:
-            out["gain"] = 2.0 * torch.sigmoid(low[:, k:k + 3])
+            out["gain"] = torch.exp(low[:, k:k + 3].clamp(-5.0, 1.0) * strength)
             k += 3
         if "particles" in self.extras:
             out["p"] = torch.sigmoid(pix[:, 1:2])
