@@ -7,7 +7,6 @@ ports. Every test module shares it; runs use one condition and a few training st
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,13 +18,9 @@ from .stack import DAG_ID, ArgusStack, Schedule
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "system"
-# How far ahead of the start of the session the schedule fires: the set-up (migrations, dataset,
-# services) must be over by then, so that the test sees the scheduler create the run at the tick.
-TICK_LEAD = timedelta(seconds=int(os.environ.get("ARGUS_TEST_TICK_LEAD_S", "300")))
-
-
-def _next_minute(t: datetime) -> datetime:
-    return (t + timedelta(minutes=1)).replace(second=0, microsecond=0)
+# The dataset is laid out for a schedule firing about this long after the start of the session; the
+# stack fixes the real tick when the Airflow services start (stack.TICK_AFTER_START).
+PLANNED_LEAD = timedelta(minutes=4)
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +32,8 @@ def artifacts() -> Path:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, request, artifacts):
     """The running install; the DAG is unpaused once everything is up (the schedule starts then)."""
-    tick = _next_minute(datetime.now(UTC) + TICK_LEAD)
-    s = ArgusStack(root=tmp_path_factory.mktemp("system"), schedule=Schedule(tick=tick))
+    planned = (datetime.now(UTC) + PLANNED_LEAD).replace(second=0, microsecond=0)
+    s = ArgusStack(root=tmp_path_factory.mktemp("system"), schedule=Schedule(tick=planned))
     try:
         s.start()
         s.unpause()
@@ -48,7 +43,7 @@ def stack(tmp_path_factory, request, artifacts):
         s.stop()
         raise
     print(f"\nsystem stack up in {s.timings} (home {s.home}, Airflow {s.base_url}, MLflow {s.mlflow_uri}, "
-          f"schedule '{s.schedule.cron}' -> tick {tick.isoformat()})", file=sys.stderr)
+          f"schedule '{s.schedule.cron}' -> tick {s.schedule.tick.isoformat()})", file=sys.stderr)
     yield s
     failed = request.session.testsfailed
     if failed:

@@ -10,7 +10,8 @@ from .evidence import mlflow_runs, parse_time, read_json
 from .procs import step_processes, wait_until
 from .stack import DAG_ID, N_INTERVALS, ArgusStack
 
-BACKFILL_CONF = {"conditions": ["fog"], "train_steps": 15, "kid_tolerance": 0.15, "min_frames_per_group": 4}
+CONDITION = "night"  # the condition of the scheduled runs (ARGUS_PARAM_DEFAULTS of the stack) and the backfill
+BACKFILL_CONF = {"conditions": [CONDITION], "train_steps": 25, "kid_tolerance": 0.15, "min_frames_per_group": 4}
 BACKFILL_INTERVALS = (1, 2, 3)
 RUN_TIMEOUT_S = float(os.environ.get("ARGUS_TEST_RUN_TIMEOUT_S", "1500"))
 
@@ -69,7 +70,7 @@ def _pull_failed_on_s3(stack: ArgusStack, run_ids) -> bool:
 
 
 def _train_failed_at_start(stack: ArgusStack, run_id: str) -> bool:
-    failure = stack.run_dir(run_id) / "train" / "fog" / "failure.json"
+    failure = stack.run_dir(run_id) / "train" / CONDITION / "failure.json"
     if not failure.exists():
         return False
     rec = read_json(failure)
@@ -115,7 +116,7 @@ def run_scenario(stack: ArgusStack, api) -> Scenario:
     victim = sc.backfill[BACKFILL_INTERVALS[0]]
     sc.mlflow_victim = victim
     wait_until(lambda: step_processes(stack.home, ARGUS_RUN_ID=victim, ARGUS_TASK_ID="train")
-               and mlflow_runs(stack, victim, "train", "fog"), 900, interval_s=0.5,
+               and mlflow_runs(stack, victim, "train", CONDITION), 900, interval_s=0.5,
                what=f"{victim}'s train step to open its MLflow run")
     stack.stop_mlflow()
     mlflow_down = datetime.now(UTC)

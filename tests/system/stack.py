@@ -35,6 +35,9 @@ VENV_BIN = REPO / ".venv" / "bin"
 DAG_ID = "argus_weather_training"
 DAY = timedelta(days=1)
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+DATA_MARGIN = timedelta(minutes=30)
+# The schedule fires this long after the Airflow services start: they are up and the DAG unpaused by then.
+TICK_AFTER_START = timedelta(seconds=int(os.environ.get("ARGUS_TEST_TICK_AFTER_START_S", "100")))
 N_INTERVALS = 5  # three for the backfill, one for the catch-up run of the schedule, one ending at the tick
 S3_BUCKET = "argus-dvc"
 MLFLOW_MODE = os.environ.get("ARGUS_TEST_MLFLOW", "server")
@@ -44,14 +47,15 @@ S3_CREDENTIALS = {  # moto accepts any; these are test values, not secrets
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 # Param defaults of the test deployment's scheduled runs (one condition, a few steps): ARGUS_PARAM_DEFAULTS
-SCHEDULED_DEFAULTS = {"conditions": ["fog"], "train_steps": 20, "min_frames_per_group": 4}
+# Night: a few steps already change the frames enough to clear the sanity gates (fog needs many more).
+SCHEDULED_DEFAULTS = {"conditions": ["night"], "train_steps": 20, "min_frames_per_group": 4}
 # v1 (interval 1): the demo mix of every condition at this scale (84 clear and 24 fog train frames...)
 INIT_SCALE = 0.2
 # v2 adds intervals 2..5 with these frames each (whole drives of 8 frames)
 # (validation wants every condition/split pair in every interval; one drive of 8 frames is enough)
 INTERVAL_COUNTS = {"clear": {"train": 24, "val": 8, "test": 8},
-                   **{c: {"train": 16, "val": 8, "test": 8} for c in ("fog", "rain")},
-                   **{c: {"train": 8, "val": 8, "test": 8} for c in ("snow", "night")}}
+                   **{c: {"train": 16, "val": 8, "test": 8} for c in ("night", "rain")},
+                   **{c: {"train": 8, "val": 8, "test": 8} for c in ("fog", "snow")}}
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat()
@@ -59,9 +63,28 @@ def _iso(t: datetime) -> str:
 
 @dataclass
 class Schedule:
-    """The schedule of the test deployment: a daily cron firing at ``tick``."""
+    """The schedule of the test deployment: a daily cron firing at ``tick``.
+
+    The dataset is laid out for a ``planned`` tick, with its frames at least DATA_MARGIN away from
+    the interval bounds; the real tick is fixed when the services start (TICK_AFTER_START later),
+    and may differ from the planned one by less than the margin.
+    """
 
     tick: datetime
+    planned: datetime | None = None
+
+    def __post_init__(self):
+        self.planned = self.planned or self.tick
+
+    def planned_interval(self, k: int) -> tuple[datetime, datetime]:
+        end = self.planned - (N_INTERVALS - k) * DAY
+        return end - DAY + DATA_MARGIN, end - DATA_MARGIN
+
+    def fire_at(self, tick: datetime) -> None:
+        if abs(tick - self.planned) >= DATA_MARGIN:
+            raise RuntimeError(f"the tick {tick} is too far from the one the dataset was made for ({self.planned}): "
+                               "the set-up took too long")
+        self.tick = tick
 
     @property
     def cron(self) -> str:
@@ -132,8 +155,9 @@ class ArgusStack:
             "ARGUS_MLFLOW_PORT": str(self.mlflow_port),
             "ARGUS_MLFLOW_UI": self.mlflow_uri,
             "MLFLOW_TRACKING_URI": self.steps_tracking_uri,
-            "ARGUS_SCHEDULE": self.schedule.cron,
             "ARGUS_PARAM_DEFAULTS": json.dumps(SCHEDULED_DEFAULTS),
+            "ARGUS_GPU_POOL_SLOTS": "2",  # two heavy steps at once: one per core of a CI runner
+            "ARGUS_TORCH_THREADS": "1",
             "ARGUS_RETRY_DELAY_S": "4",
             "ARGUS_RETRIES": "4",
             "ARGUS_DVC_REMOTE_DIR": f"s3://{S3_BUCKET}/registry",
@@ -186,7 +210,7 @@ class ArgusStack:
         self.services["mlflow"] = self.mlflow_service(env).start()  # starts while the rest is prepared
 
         t = time.time()
-        start, end = self.schedule.interval(1)
+        start, end = self.schedule.planned_interval(1)
         env["ARGUS_DATASET_INIT_ARGS"] = (f"--scale {INIT_SCALE} --seed 7 --workers 1 "
                                           f"--start {_iso(start)} --end {_iso(end)}")
         staging = self.root / "later-frames"
@@ -203,6 +227,9 @@ class ArgusStack:
         self.password = json.loads(Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())[
             "admin"]
         t = time.time()
+        now = datetime.now(UTC)
+        self.schedule.fire_at((now + TICK_AFTER_START + timedelta(minutes=1)).replace(second=0, microsecond=0))
+        self.env["ARGUS_SCHEDULE"] = self.schedule.cron
         for name in AIRFLOW_SERVICES:  # they start while the second dataset revision is pushed
             self.services[name] = self.airflow_service(name).start()
         out = self.sh(f"argus-task dataset add-revision --registry {self.registry} --from {staging}")
@@ -216,7 +243,8 @@ class ArgusStack:
 
     def _generate_code(self, staging: Path) -> str:
         """Python that renders the frames of intervals 2..N (batches 1..N-1) into ``staging``."""
-        periods = [(_iso(a), _iso(b)) for a, b in (self.schedule.interval(k) for k in range(2, N_INTERVALS + 1))]
+        periods = [(_iso(a), _iso(b)) for a, b in (self.schedule.planned_interval(k)
+                                                   for k in range(2, N_INTERVALS + 1))]
         return f"""
 from datetime import datetime
 from argus_tasks.data.generate import generate_dataset
@@ -227,8 +255,9 @@ for batch, (start, end) in enumerate({periods!r}, 1):
 
     def _start_s3(self) -> None:
         moto_port = free_port()
-        svc = Service("moto-s3", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
-                      {k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARGUS_"))}
+        env["ARGUS_HOME"] = str(self.home)  # marks it as ours for the leftover check
+        svc = Service("moto-s3", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], env,
                       self.logs / "moto-s3.log").start()
         self.services["moto-s3"] = svc
         svc.wait_http(f"http://127.0.0.1:{moto_port}/moto-api/", 60)

@@ -31,12 +31,12 @@ from .evidence import (
     versions_of_run,
 )
 from .procs import wait_until
-from .scenario import BACKFILL_CONF, BACKFILL_INTERVALS, RUN_TIMEOUT_S, iso, runs_by_interval
+from .scenario import BACKFILL_CONF, BACKFILL_INTERVALS, CONDITION, RUN_TIMEOUT_S, iso, runs_by_interval
 from .stack import DAG_ID
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-MODEL = "argus-weather-fog"
+MODEL = f"argus-weather-{CONDITION}"
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +93,12 @@ def test_each_run_pulls_only_the_frames_of_its_own_interval(scenario, stack):
 
 def test_the_backfill_conf_reaches_the_steps_in_mlflow(scenario, stack):
     for run_id in scenario.backfill.values():
-        (train,) = mlflow_runs(stack, run_id, "train", "fog")
+        (train,) = mlflow_runs(stack, run_id, "train", CONDITION)
         assert train.data.params["cfg.steps"] == str(BACKFILL_CONF["train_steps"])
-        (promote,) = mlflow_runs(stack, run_id, "promote", "fog")
+        (promote,) = mlflow_runs(stack, run_id, "promote", CONDITION)
         assert float(promote.data.params["kid_tolerance"]) == BACKFILL_CONF["kid_tolerance"]
     for run_id in scenario.scheduled.values():  # the scheduled runs ran with the deployment's defaults
-        (train,) = mlflow_runs(stack, run_id, "train", "fog")
+        (train,) = mlflow_runs(stack, run_id, "train", CONDITION)
         assert train.data.params["cfg.steps"] != str(BACKFILL_CONF["train_steps"])
 
 
@@ -116,10 +116,10 @@ def test_no_run_shares_or_overwrites_the_files_of_another(scenario, stack, api):
             assert key not in seen, f"{p} is the same file as {seen[key]}"
             seen[key] = str(p)
             assert st.st_mtime <= ended + 2, f"{p} was written after its run ended"
-        train = step_result(stack, run_id, "train/fog")
-        (mlrun,) = mlflow_runs(stack, run_id, "train", "fog")
+        train = step_result(stack, run_id, f"train/{CONDITION}")
+        (mlrun,) = mlflow_runs(stack, run_id, "train", CONDITION)
         assert train["mlflow_run_id"] == mlrun.info.run_id
-    versions = [step_result(stack, r, "train/fog")["model_version"] for r in scenario.all_runs]
+    versions = [step_result(stack, r, f"train/{CONDITION}")["model_version"] for r in scenario.all_runs]
     assert len(set(versions)) == len(versions), f"two runs share a registered version: {versions}"
 
 
@@ -136,7 +136,7 @@ def test_fault5_scheduled_and_backfill_runs_overlapped(scenario, api):
 
 def test_fault5_every_runs_registry_version_is_intact(scenario, stack):
     for run_id in scenario.all_runs:
-        train = step_result(stack, run_id, "train/fog")
+        train = step_result(stack, run_id, f"train/{CONDITION}")
         versions = versions_of_run(stack, MODEL, run_id)
         assert [v.version for v in versions] == [train["model_version"]], f"{run_id}: {versions}"
         assert versions[0].tags.get("argus.content_hash") == train["content_hash"]
@@ -147,7 +147,7 @@ def test_fault5_promotions_were_serialised_and_one_champion_is_left(scenario, st
     promotes = []
     for run_id in scenario.all_runs:
         (ti,) = [t for t in api.task_instances(DAG_ID, run_id) if t["task_id"] == "promote"]
-        decision = read_json(stack.run_dir(run_id) / "promote" / "fog" / "decision.json")["result"]
+        decision = read_json(stack.run_dir(run_id) / "promote" / CONDITION / "decision.json")["result"]
         promotes.append((parse_time(ti["start_date"]), parse_time(ti["end_date"]), run_id, decision, ti["pool"]))
     promotes.sort(key=lambda p: p[0])
     assert {p[4] for p in promotes} == {"argus_promotion"}
@@ -160,7 +160,7 @@ def test_fault5_promotions_were_serialised_and_one_champion_is_left(scenario, st
             f"{decision['challenger_version']} was decided against v{decision['previous_champion']}, but the "
             f"champion then was v{champion}")
         champion = decision["champion_version"]
-    assert champion is not None, "no fog model was ever promoted: the scenario proves nothing about champions"
+    assert champion is not None, "no model was ever promoted: the scenario proves nothing about champions"
     assert alias_version(stack, MODEL, "champion") == champion
     holders = [v.version for v in stack.mlflow_client().search_model_versions(f"name='{MODEL}'")
                if "champion" in (v.aliases or [])]

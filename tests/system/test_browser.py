@@ -42,14 +42,14 @@ def page(stack):
 
 
 def fill_trigger_form(page, artifacts):
-    """Open the trigger form and set: rain only, UI_STEPS steps, approval required."""
+    """Open the trigger form and set: rain instead of the default night, UI_STEPS steps, approval required."""
     page.goto(page.url.split("/dags")[0] + f"/dags/{DAG_ID}")
     page.get_by_role("button", name="Trigger").first.click()
     dialog = page.get_by_role("dialog")
     dialog.wait_for()
     conditions = dialog.get_by_role("group").filter(has_text="Weather conditions").first
-    assert "Fog" in conditions.inner_text(), "the form should show the deployment's default condition"
-    conditions.get_by_role("button").first.click()  # the x on the "Fog" tag
+    assert "Night" in conditions.inner_text(), "the form should show the deployment's default condition"
+    conditions.get_by_role("button").first.click()  # the x on the "Night" tag
     conditions.get_by_role("combobox").click()
     page.get_by_role("option", name="Rain", exact=True).click()
     dialog.get_by_role("heading", name=f"Trigger Dag - {DAG_ID}").click()  # closes the option list
@@ -58,7 +58,7 @@ def fill_trigger_form(page, artifacts):
     approval = dialog.locator('[id="switch:element_require_approval"]')
     approval.click()
     assert approval.get_attribute("data-state") == "checked"
-    assert "Rain" in conditions.inner_text() and "Fog" not in conditions.inner_text()
+    assert "Rain" in conditions.inner_text() and "Night" not in conditions.inner_text()
     page.set_viewport_size({"width": 1400, "height": 2600})  # the whole form in one screenshot
     page.screenshot(path=str(artifacts / "ui-trigger-form.png"), full_page=True)
     page.set_viewport_size({"width": 1400, "height": 1000})
@@ -109,7 +109,7 @@ def test_the_form_run_succeeds_with_the_params_set_in_the_form(ui_runs, api, sta
     conf = api.run(DAG_ID, r1)["conf"]
     assert conf["conditions"] == [CONDITION] and conf["train_steps"] == UI_STEPS and conf["require_approval"] is True
     states = api.states(DAG_ID, r1)
-    assert f"train[{CONDITION}]" in states and "train[fog]" not in states, states
+    assert f"train[{CONDITION}]" in states and "train[night]" not in states, states
 
 
 def test_the_params_reached_the_steps_in_mlflow(ui_runs, stack):

@@ -3,13 +3,14 @@
 Faults 2, 3 and 5 are injected into the schedule and backfill scenario (test_backfill_and_schedule).
 Here, three runs go through at once (the DAG allows two active runs; the third queues):
 
-* F, the fault run (fog, 210 steps: checkpoints at 100 and 200), whose ``train`` is hurt three times:
+* F, the fault run (night, 110 steps: checkpoints at 100 and at the end), whose ``train`` is hurt three times:
   1. its process is killed after the step-100 checkpoint (fault 1); the retry resumes from step 100;
-  2. the retry's file-size limit is cut to 256 KiB with ``prlimit``, so writing the step-200
-     checkpoint fails with EFBIG, a real "disk full" class of error (fault 9);
-  3. in the third try the Airflow worker (scheduler and LocalExecutor, SIGKILL to the whole process
-     group) is stopped mid-training (fault 8); the scheduler is restarted and the task retried;
-* AA, a rerun of the fog champion's interval with its conf: an A/A challenger (fault 7);
+  2. as that retry resumes, the Airflow worker (scheduler and LocalExecutor: SIGKILL to the whole
+     process group) is stopped (fault 8); the scheduler is restarted and the task retried;
+  3. the third try's file-size limit is cut to 256 KiB with ``prlimit``, so writing its final
+     checkpoint fails with EFBIG, a real "disk full" class of error (fault 9); the fourth try
+     resumes from the intact step-100 checkpoint and finishes;
+* AA, a rerun of the night champion's interval with its conf: an A/A challenger (fault 7);
 * BAD, a run of a corrupted dataset revision (fault 4).
 
 Then ``promote`` of the champion's run is cleared and re-run (fault 6).
@@ -38,12 +39,13 @@ from .evidence import (
     versions_of_run,
 )
 from .procs import kill_pids, step_processes, wait_until
+from .scenario import CONDITION
 from .stack import DAG_ID, ArgusStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-MODEL = "argus-weather-fog"
-FAULT_CONF = {"conditions": ["fog"], "train_steps": 210, "data_window": "all"}
+MODEL = f"argus-weather-{CONDITION}"
+FAULT_CONF = {"conditions": [CONDITION], "train_steps": 110, "data_window": "all"}
 FSIZE_LIMIT = 256 * 1024
 CORRUPT_TAG = "corrupt-1"
 RUN_TIMEOUT_S = float(os.environ.get("ARGUS_TEST_RUN_TIMEOUT_S", "1500"))
@@ -54,7 +56,7 @@ def sha256(path: Path) -> str:
 
 
 def _checkpoint(stack: ArgusStack, run_id: str, step: int) -> Path:
-    return stack.run_dir(run_id) / "train" / "fog" / "checkpoints" / f"step-{step:08d}.pt"
+    return stack.run_dir(run_id) / "train" / CONDITION / "checkpoints" / f"step-{step:08d}.pt"
 
 
 def _train_procs(stack: ArgusStack, run_id: str, try_number: int | None = None) -> list[int]:
@@ -97,9 +99,9 @@ dvc checkout -q --force dataset
 
 @pytest.fixture(scope="module")
 def champion_run(stack, api, schedule_scenario) -> dict:
-    """The fog champion's run (from the schedule and backfill scenario), its interval and conf."""
+    """The champion's run (from the schedule and backfill scenario), its interval and conf."""
     version = alias_version(stack, MODEL, "champion")
-    assert version, "the schedule and backfill scenario left no fog champion"
+    assert version, "the schedule and backfill scenario left no champion"
     mv = stack.mlflow_client().get_model_version(MODEL, version)
     run_id = mv.tags["argus.run_id"]
     run = api.run(DAG_ID, run_id)
@@ -127,7 +129,7 @@ def fault_runs(stack, api, champion_run):
     end = parse_time(c["data_interval_end"])
     aa_run = api.trigger(DAG_ID, c["conf"], logical_date=start + timedelta(minutes=1),
                          data_interval=(start, end), note="A/A rerun of the champion's interval")["dag_run_id"]
-    bad_run = api.trigger(DAG_ID, {"conditions": ["fog"], "dataset_rev": CORRUPT_TAG, "data_window": "all"})[
+    bad_run = api.trigger(DAG_ID, {"conditions": [CONDITION], "dataset_rev": CORRUPT_TAG, "data_window": "all"})[
         "dag_run_id"]
 
     # --- fault 1: kill the training process after its step-100 checkpoint
@@ -137,21 +139,11 @@ def fault_runs(stack, api, champion_run):
     kill_pids(pids, signal.SIGKILL)
     log.add("killed", pids=pids, ckpt100_sha=sha256(ckpt100))
 
-    # --- fault 9: the retry may write no file over FSIZE_LIMIT (the step-200 checkpoint fails)
-    pids = wait_until(lambda: _train_procs(stack, f_run, 2), 600, interval_s=0.2, what="train's second try")
-    for pid in pids:
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
-    log.add("fsize_limited", pids=pids)
-    wait_until(lambda: not _train_procs(stack, f_run, 2), 900, interval_s=0.5, what="the second try to fail")
-    log.add("second_try_ended", ckpt100_sha=sha256(ckpt100) if ckpt100.exists() else None,
-            checkpoints=sorted(p.name for p in ckpt100.parent.iterdir()))
-
-    # --- fault 8: stop the Airflow worker while the third try trains
-    wait_until(lambda: _train_procs(stack, f_run, 3), 600, interval_s=0.2, what="train's third try")
-    wait_until(lambda: "step 125/" in task_log(stack, f_run, "train", 3, 0) or not _train_procs(stack, f_run, 3),
-               600, interval_s=0.5, what="the third try to train past step 125")
-    step_pids = _train_procs(stack, f_run, 3)
-    assert step_pids, "the third try ended before the worker could be stopped"
+    # --- fault 8: stop the Airflow worker (SIGKILL to the scheduler's process group) as the retry resumes
+    wait_until(lambda: _train_procs(stack, f_run, 2)
+               and "resuming from checkpoint" in task_log(stack, f_run, "train", 2, 0), 600, interval_s=0.2,
+               what="train's second try to resume")
+    step_pids = _train_procs(stack, f_run, 2)
     scheduler = stack.services["scheduler"]
     scheduler.signal_group(signal.SIGKILL)
     scheduler.stop(grace_s=1)
@@ -165,6 +157,15 @@ def fault_runs(stack, api, champion_run):
         kill_pids(orphans)  # so that the rest of the scenario can go on; the test reports them
     stack.restart("scheduler")
 
+    # --- fault 9: the next try may write no file over FSIZE_LIMIT: its final checkpoint (step 110) fails
+    pids = wait_until(lambda: _train_procs(stack, f_run, 3), 600, interval_s=0.1, what="train's third try")
+    for pid in pids:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
+    log.add("fsize_limited", pids=pids)
+    wait_until(lambda: not _train_procs(stack, f_run, 3), 900, interval_s=0.5, what="the third try to end")
+    log.add("third_try_ended", ckpt100_sha=sha256(ckpt100) if ckpt100.exists() else None,
+            checkpoints=sorted(p.name for p in ckpt100.parent.iterdir()))
+
     runs = {r: api.wait_run(DAG_ID, r, RUN_TIMEOUT_S) for r in (f_run, aa_run, bad_run)}
     return {"f": f_run, "aa": aa_run, "bad": bad_run, "runs": runs, "log": log, "corrupt": corrupt}
 
@@ -173,15 +174,12 @@ def fault_runs(stack, api, champion_run):
 def test_fault1_killed_training_resumes_from_its_last_checkpoint(fault_runs, api, stack):
     f = fault_runs["f"]
     assert fault_runs["runs"][f]["state"] == "success", api.states(DAG_ID, f)
-    tries = api.tries(DAG_ID, f, "train", 0)
     first = task_log(stack, f, "train", 1, 0)
     assert "exited with -9" in first or "signal 9" in first, first[-1500:]
     second = task_log(stack, f, "train", 2, 0)
     assert "resuming from checkpoint at step 100" in second, second[-3000:]
-    result = step_result(stack, f, "train/fog")
-    assert result["steps"] == FAULT_CONF["train_steps"]
-    assert result["resumed_from_step"] in (100, 200)
-    assert [t["state"] for t in tries][-1] == "success"
+    result = step_result(stack, f, f"train/{CONDITION}")
+    assert result["steps"] == FAULT_CONF["train_steps"] and result["resumed_from_step"] == 100, result
 
 
 def test_fault1_the_model_is_registered_once(fault_runs, stack):
@@ -189,22 +187,7 @@ def test_fault1_the_model_is_registered_once(fault_runs, stack):
     versions = versions_of_run(stack, MODEL, f)
     assert len(versions) == 1, [v.version for v in versions]
     assert model_files_complete(stack, MODEL, versions[0].version)
-    assert len(mlflow_runs(stack, f, "train", "fog")) == 1, "a retry opened a second MLflow run"
-
-
-# ---- fault 9 ----------------------------------------------------------------------------------------
-def test_fault9_a_failed_checkpoint_write_is_a_clear_error_and_the_previous_checkpoint_survives(fault_runs, stack):
-    f = fault_runs["f"]
-    second = task_log(stack, f, "train", 2, 0)
-    assert "File too large" in second or "No space" in second, second[-3000:]
-    assert "checkpoint" in second.lower()
-    ended = fault_runs["log"].get("second_try_ended")
-    killed = fault_runs["log"].get("killed")
-    assert ended["ckpt100_sha"] == killed["ckpt100_sha"], "the step-100 checkpoint changed"
-    assert "step-00000200.pt" not in ended["checkpoints"], "a torn step-200 checkpoint was left"
-    assert not [n for n in ended["checkpoints"] if n.endswith(".tmp")], ended["checkpoints"]
-    third = task_log(stack, f, "train", 3, 0)
-    assert "resuming from checkpoint at step 100" in third, "the retry did not resume from the intact checkpoint"
+    assert len(mlflow_runs(stack, f, "train", CONDITION)) == 1, "a retry opened a second MLflow run"
 
 
 # ---- fault 8 ----------------------------------------------------------------------------------------
@@ -218,10 +201,26 @@ def test_fault8_the_retry_after_the_worker_stopped_starts_cleanly(fault_runs, ap
     f = fault_runs["f"]
     tries = api.tries(DAG_ID, f, "train", 0)
     assert len(tries) >= 4, [(t["try_number"], t["state"]) for t in tries]
-    last = task_log(stack, f, "train", tries[-1]["try_number"], 0)
-    assert "resuming from checkpoint at step" in last, last[-3000:]
+    third = task_log(stack, f, "train", 3, 0)
+    assert "resuming from checkpoint at step 100" in third, third[-3000:]
     assert tries[-1]["state"] == "success"
     assert not _train_procs(stack, f), "a train process of the fault run is still alive"
+
+
+# ---- fault 9 ----------------------------------------------------------------------------------------
+def test_fault9_a_failed_checkpoint_write_is_a_clear_error_and_the_previous_checkpoint_survives(fault_runs, stack):
+    f = fault_runs["f"]
+    third = task_log(stack, f, "train", 3, 0)
+    assert "File too large" in third or "No space" in third, third[-3000:]
+    assert "checkpoint" in third.lower()
+    ended = fault_runs["log"].get("third_try_ended")
+    killed = fault_runs["log"].get("killed")
+    assert ended["ckpt100_sha"] == killed["ckpt100_sha"], "the step-100 checkpoint changed"
+    final = f"step-{FAULT_CONF['train_steps']:08d}.pt"
+    assert final not in ended["checkpoints"], f"a torn {final} was left"
+    assert not [n for n in ended["checkpoints"] if n.endswith(".tmp")], ended["checkpoints"]
+    last = task_log(stack, f, "train", 4, 0)
+    assert "resuming from checkpoint at step 100" in last, "the retry did not resume from the intact checkpoint"
 
 
 # ---- fault 7 ----------------------------------------------------------------------------------------
@@ -231,8 +230,8 @@ def test_fault7_an_identical_challenger_is_never_promoted(fault_runs, champion_r
     pulled = step_result(stack, aa, "pull")
     original = step_result(stack, champion_run["run_id"], "pull")
     assert pulled["fingerprint"] == original["fingerprint"], "the A/A run did not see the champion's data"
-    trained = step_result(stack, aa, "train/fog")
-    decision = read_json(stack.run_dir(aa) / "promote" / "fog" / "decision.json")["result"]
+    trained = step_result(stack, aa, f"train/{CONDITION}")
+    decision = read_json(stack.run_dir(aa) / "promote" / CONDITION / "decision.json")["result"]
     assert decision["promoted"] is False, decision
     assert alias_version(stack, MODEL, "champion") == champion_run["version"]
     assert trained["content_hash"] == champion_run["content_hash"], (
@@ -262,7 +261,7 @@ def test_fault4_a_corrupted_revision_stops_the_run_at_validate(fault_runs, api, 
 # ---- fault 6 ----------------------------------------------------------------------------------------
 def test_fault6_promote_rerun_after_success_moves_nothing(fault_runs, champion_run, api, stack):
     run_id = champion_run["run_id"]
-    before = read_json(stack.run_dir(run_id) / "promote" / "fog" / "decision.json")
+    before = read_json(stack.run_dir(run_id) / "promote" / CONDITION / "decision.json")
     versions_before = {v.version: dict(v.tags) for v in stack.mlflow_client().search_model_versions(
         f"name='{MODEL}'")}
     champion_before = alias_version(stack, MODEL, "champion")
@@ -270,7 +269,7 @@ def test_fault6_promote_rerun_after_success_moves_nothing(fault_runs, champion_r
     wait_until(lambda: api.run(DAG_ID, run_id)["state"] != "success", 60, interval_s=0.5, what="the clear")
     run = api.wait_run(DAG_ID, run_id, RUN_TIMEOUT_S)
     assert run["state"] == "success", api.states(DAG_ID, run_id)
-    result = step_result(stack, run_id, "promote/fog")
+    result = step_result(stack, run_id, f"promote/{CONDITION}")
     assert result["already_applied"] is True and "already applied" in result["note"], result
     assert alias_version(stack, MODEL, "champion") == champion_before
     versions_after = {v.version: dict(v.tags) for v in stack.mlflow_client().search_model_versions(
@@ -279,7 +278,7 @@ def test_fault6_promote_rerun_after_success_moves_nothing(fault_runs, champion_r
     for version, tags in versions_before.items():
         moved = {k for k in tags if k.startswith("argus.decision") and versions_after[version].get(k) != tags[k]}
         assert not moved, f"v{version}'s decision tags changed: {moved}"
-    assert read_json(stack.run_dir(run_id) / "promote" / "fog" / "decision.json") == before
+    assert read_json(stack.run_dir(run_id) / "promote" / CONDITION / "decision.json") == before
 
 
 def test_no_step_process_is_left_behind(fault_runs, stack):

@@ -43,10 +43,11 @@ class GeneratorConfig:
     noise_channels: int = 1  # noise planes fed to the generator (particles, sensor noise)
     coord_channels: int = 1  # a row-coordinate plane (the flat-world depth cue); 0 to disable
     latent_channels: int = 2  # per-image random planes: frame-to-frame variety of the weather
+    strength_spread: float = 0.5  # std of the per-frame log strength (optical depth, log gain); physics head
     # discriminator
     ndf: int = 16
     d_layers: int = 3
-    minibatch_std: bool = True  # lets D see a lack of variety across frames (against mode collapse)
+    minibatch_std: bool = False  # ProGAN minibatch-stddev channel in D (made D too strong on the tiny config)
     # losses
     lambda_gan: float = 1.0
     lambda_nce: float = 1.0

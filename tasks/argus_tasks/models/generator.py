@@ -28,7 +28,7 @@ def build_generator(cfg: GeneratorConfig, condition: str) -> WeatherGenerator:
     return WeatherGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, n_down=cfg.n_down, head=cfg.head,
                             extras=cfg.extras_for(condition), airlight_grid=cfg.airlight_grid,
                             noise_channels=cfg.noise_channels, coord_channels=cfg.coord_channels,
-                            latent_channels=cfg.latent_channels)
+                            latent_channels=cfg.latent_channels, strength_spread=cfg.strength_spread)
 
 
 class WeatherTranslator:

@@ -43,7 +43,7 @@ class ResBlock(nn.Module):
 class WeatherGenerator(nn.Module):
     def __init__(self, ngf: int = 16, n_blocks: int = 4, n_down: int = 2, head: str = "physics",
                  extras: tuple[str, ...] = (), airlight_grid: int = 4, noise_channels: int = 1,
-                 coord_channels: int = 1, latent_channels: int = 0):
+                 coord_channels: int = 1, latent_channels: int = 0, strength_spread: float = 0.0):
         super().__init__()
         if head not in ("physics", "free"):
             raise ValueError(f"unknown head {head!r}")
@@ -52,6 +52,7 @@ class WeatherGenerator(nn.Module):
         self.noise_channels = int(noise_channels)
         self.coord_channels = int(coord_channels)
         self.latent_channels = int(latent_channels)
+        self.strength_spread = float(strength_spread)
         self.airlight_grid = int(airlight_grid)
         layers: list[nn.Module] = [nn.Sequential(
             nn.ReflectionPad2d(3), nn.Conv2d(3 + self.noise_channels + self.coord_channels + self.latent_channels, ngf, 7), _norm(ngf), nn.ReLU(inplace=True))]
@@ -76,8 +77,6 @@ class WeatherGenerator(nn.Module):
             self.pixel_head = nn.Conv2d(ch, n_pix, 3, padding=1)
             n_low = 3 + (3 if "gain" in self.extras else 0) + (3 if "particles" in self.extras else 0)
             self.lowfreq_head = nn.Conv2d(self.bottleneck_ch, n_low, 1)
-            # per-frame spread of the weather strength (log scale), learned; softplus(-0.55) ~ 0.45
-            self.spread = nn.Parameter(torch.tensor(-0.55))
             with torch.no_grad():  # start as the identity: t ~ 1, gain = 1, no particles
                 self.pixel_head.weight.mul_(0.1)
                 self.pixel_head.bias.zero_()
@@ -125,9 +124,10 @@ class WeatherGenerator(nn.Module):
         """The physical layers (t, A, gain, particles) for a batch; physics head only.
 
         The optical depth ``-ln t`` (and the log gain) of each frame is scaled by
-        ``s = exp(spread * z)`` with the frame's latent ``z``: the weather's strength varies from
-        frame to frame by construction (real fog ranges from haze to a wall), and the learned
-        ``spread`` sets by how much.
+        ``s = exp(strength_spread * z)`` with the frame's latent ``z``: the weather's strength
+        varies from frame to frame by construction (real fog ranges from haze to a wall). A GAN
+        judging one frame at a time has no reason to keep that variety (it would collapse to the
+        typical density), so it is part of the image formation instead.
         """
         z = self.sample_latent(x) if self.latent_channels else None
         h = self._input(x, z)
@@ -140,8 +140,8 @@ class WeatherGenerator(nn.Module):
         size = x.shape[-2:]
         pix = self.pixel_head(dec)
         strength = torch.ones_like(pix[:, :1, :1, :1])
-        if z is not None:
-            strength = torch.exp(F.softplus(self.spread) * z[:, :1])
+        if z is not None and self.strength_spread:
+            strength = torch.exp(self.strength_spread * z[:, :1])
         t = torch.exp(-F.softplus(pix[:, :1]) * strength)
         low = self.lowfreq_head(F.adaptive_avg_pool2d(bott, self.airlight_grid))
         low = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
