@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from conftest import REPO
+
+REPO = Path(__file__).resolve().parents[2]
 
 DAG_ID = "argus_weather_training"
 HEAVY = {"pull", "validate", "segmenter", "train", "evaluate", "promote", "report"}

@@ -161,7 +161,7 @@ run_step_process([sys.executable, "-c", "import time, os, sys; open(sys.argv[1],
 
 
 def test_the_step_dies_with_a_worker_that_is_killed_outright(tmp_path):
-    from conftest import REPO
+    REPO = Path(__file__).resolve().parents[2]
 
     pids_file = tmp_path / "pid"
     worker = subprocess.Popen([sys.executable, "-c", WORKER.format(plugins=str(REPO / "plugins"),

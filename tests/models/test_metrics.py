@@ -77,8 +77,9 @@ def test_generator_sizes_and_identity_start():
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         y = g.eval()(x)
-    # the physics head starts near the identity (t ~ 1): content is there from step 0
-    assert y.shape == x.shape and (y - x).abs().mean() < 0.05
+    # the physics head starts near the identity (a light veil, t ~ 0.8): content is there from step 0
+    assert y.shape == x.shape and (y - x).abs().mean() < 0.1
+    assert np.corrcoef(y.flatten().numpy(), x.flatten().numpy())[0, 1] > 0.95
     rain = build_generator(tiny, "rain")
     parts = rain.components(x)
     assert {"t", "A", "gain", "p", "c"} <= set(parts)

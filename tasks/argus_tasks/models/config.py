@@ -43,7 +43,7 @@ class GeneratorConfig:
     noise_channels: int = 1  # noise planes fed to the generator (particles, sensor noise)
     coord_channels: int = 1  # a row-coordinate plane (the flat-world depth cue); 0 to disable
     latent_channels: int = 2  # per-image random planes: frame-to-frame variety of the weather
-    strength_spread: float = 0.5  # std of the per-frame log strength (optical depth, log gain); physics head
+    strength_spread: float = 0.35  # std of the per-frame log strength (optical depth, log gain); physics head
     # discriminator
     ndf: int = 16
     d_layers: int = 3

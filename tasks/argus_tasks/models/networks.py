@@ -77,14 +77,23 @@ class WeatherGenerator(nn.Module):
             self.pixel_head = nn.Conv2d(ch, n_pix, 3, padding=1)
             n_low = 3 + (3 if "gain" in self.extras else 0) + (3 if "particles" in self.extras else 0)
             self.lowfreq_head = nn.Conv2d(self.bottleneck_ch, n_low, 1)
-            with torch.no_grad():  # start as the identity: t ~ 1, gain = 1, no particles
+            with torch.no_grad():  # start close to the identity: t ~ 0.8, gain = 1, no particles
                 self.pixel_head.weight.mul_(0.1)
                 self.pixel_head.bias.zero_()
-                self.pixel_head.bias[0] = -4.0  # optical depth softplus(-4) ~ 0.018
+                self.pixel_head.bias[0] = -1.5  # optical depth softplus(-1.5) ~ 0.2: a light veil to start from
                 if "particles" in self.extras:
                     self.pixel_head.bias[1] = -5.0
                 self.lowfreq_head.weight.mul_(0.1)
                 self.lowfreq_head.bias.zero_()
+
+    def __setstate__(self, state):
+        # a generator pickled by an older version of this class (a registered champion) lacks the
+        # attributes added since; their defaults reproduce the old behaviour
+        super().__setstate__(state)
+        for name, default in (("coord_channels", 0), ("latent_channels", 0), ("strength_spread", 0.0),
+                              ("noise_channels", 0), ("extras", ())):
+            if not hasattr(self, name):
+                setattr(self, name, default)
 
     # -- parts ------------------------------------------------------------------------------
     def _input(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
