@@ -14,7 +14,8 @@ if [ "$first_run" = 0 ]; then
 fi
 t1=$(date +%s)
 
-default_conf='{"data_window": "all"}'
+# All frames of the revision, and a training budget that fits the tiny config on 2 CPU cores.
+default_conf='{"data_window": "all", "train_steps": 150}'
 conf="${ARGUS_DEMO_CONF:-$default_conf}"
 logical_date="$(date -u +%Y-%m-%dT%H:%M:%S+00:00)"
 echo "argus: running argus_weather_training through Airflow (ARGUS_RUNTIME=$ARGUS_RUNTIME, conf $conf)"

@@ -118,13 +118,13 @@ def run_scenario(stack: ArgusStack, api) -> Scenario:
     wait_until(lambda: step_processes(stack.home, ARGUS_RUN_ID=victim, ARGUS_TASK_ID="train")
                and mlflow_runs(stack, victim, "train", CONDITION), 900, interval_s=0.5,
                what=f"{victim}'s train step to open its MLflow run")
-    stack.stop_mlflow()
+    stack.kill_mlflow()
     mlflow_down = datetime.now(UTC)
     try:
         wait_until(lambda: _train_failed_at_start(stack, victim), 300, interval_s=0.5,
                    what="a retry of train to fail at its start while MLflow is down")
     finally:
-        stack.restart_mlflow()
+        stack.mlflow_back()
         sc.mlflow_down = (mlflow_down, datetime.now(UTC))
 
     # 4. the tick's run, then everything to the end

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -105,11 +106,15 @@ class ArgusStack:
     services: dict[str, Service] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     airflow_port: int = 0
-    mlflow_port: int = 0
+    mlflow_port: int = 0  # what clients use: a switchable forwarder to the server's own port
+    mlflow_server_port: int = 0
+    mlflow_link: SwitchableForwarder | None = None
     s3: SwitchableForwarder | None = None
     api: AirflowApi | None = None
     password: str = ""
     unpaused_at: datetime | None = None
+    postgres: object | None = None
+    db_password: str = ""
 
     def __post_init__(self):
         self.home = self.root / "argus"
@@ -148,7 +153,9 @@ class ArgusStack:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("ARGUS_", "AIRFLOW", "MLFLOW_", "AWS_", "PYTEST", "_OLD_VIRTUAL"))}
         env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
-        self.airflow_port, self.mlflow_port = free_port(), free_port()
+        self.airflow_port, self.mlflow_port, self.mlflow_server_port = free_port(), free_port(), free_port()
+        self.mlflow_link = SwitchableForwarder(self.mlflow_server_port, self.mlflow_port)
+        self.mlflow_link.up()
         env.update({
             "ARGUS_HOME": str(self.home),
             "ARGUS_AIRFLOW_PORT": str(self.airflow_port),
@@ -158,8 +165,8 @@ class ArgusStack:
             "ARGUS_PARAM_DEFAULTS": json.dumps(SCHEDULED_DEFAULTS),
             "ARGUS_GPU_POOL_SLOTS": "2",  # two heavy steps at once: one per core of a CI runner
             "ARGUS_TORCH_THREADS": "1",
-            "ARGUS_RETRY_DELAY_S": "4",
-            "ARGUS_RETRIES": "4",
+            "ARGUS_RETRY_DELAY_S": "3",
+            "ARGUS_RETRIES": "6",
             "ARGUS_DVC_REMOTE_DIR": f"s3://{S3_BUCKET}/registry",
             "ARGUS_DVC_S3_ENDPOINT": self.s3.url,
             **S3_CREDENTIALS,
@@ -209,6 +216,8 @@ class ArgusStack:
         env = self._base_env()
         self.services["mlflow"] = self.mlflow_service(env).start()  # starts while the rest is prepared
 
+        self._start_postgres(env)
+
         t = time.time()
         start, end = self.schedule.planned_interval(1)
         env["ARGUS_DATASET_INIT_ARGS"] = (f"--scale {INIT_SCALE} --seed 7 --workers 1 "
@@ -236,7 +245,7 @@ class ArgusStack:
         (self.logs / "dataset-revisions.log").write_text(out.stdout + out.stderr)
         self._timed("dataset revision v2", t)
         self._wait_airflow()
-        self.services["mlflow"].wait_http(f"{self.mlflow_uri}/health", 180)
+        self.services["mlflow"].wait_http(f"{self.mlflow_server_url}/health", 180)
         self._timed("airflow services", t)
         self.timings["total"] = round(time.time() - t0, 1)
         return self
@@ -252,6 +261,23 @@ for batch, (start, end) in enumerate({periods!r}, 1):
     generate_dataset({str(staging)!r}, size=64, counts={INTERVAL_COUNTS!r}, seed=7, batch=batch, workers=1,
                      start=datetime.fromisoformat(start), end=datetime.fromisoformat(end))
 """
+
+    def _start_postgres(self, env: dict[str, str]) -> None:
+        """Airflow's metadata on a throw-away PostgreSQL server (tests/production/pgstack.py), as in
+        production: SQLite locks under a scheduler, an api-server and a backfill CLI writing at once."""
+        from production.pgstack import Postgres, Unavailable
+
+        t = time.time()
+        try:
+            self.postgres = Postgres.start_new()
+        except Unavailable as exc:
+            print(f"\nWARNING: no PostgreSQL ({exc}); the Airflow metadata goes to SQLite, which may report "
+                  "'database is locked' under load", file=sys.stderr)
+            return
+        self.db_password = secrets.token_urlsafe(16)
+        self.postgres.create_databases(self.db_password, secrets.token_urlsafe(16))
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.postgres.url("airflow", self.db_password, "airflow")
+        self._timed("postgres", t)
 
     def _start_s3(self) -> None:
         moto_port = free_port()
@@ -274,17 +300,25 @@ for batch, (start, end) in enumerate({periods!r}, 1):
         artifacts = self.home / "mlflow" / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
         argv = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}",
-                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(self.mlflow_port),
+                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(self.mlflow_server_port),
                 "--workers", "1"]
         return Service("mlflow", argv, env, self.logs / "mlflow.log", cwd=str(self.home))
 
-    def stop_mlflow(self) -> None:
-        self.services["mlflow"].stop(grace_s=5, sig=signal.SIGKILL)
+    @property
+    def mlflow_server_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_server_port}"
 
-    def restart_mlflow(self) -> None:
-        svc = self.mlflow_service(self.env).start()
-        self.services["mlflow"] = svc
-        svc.wait_http(f"{self.mlflow_uri}/health", 180)
+    def kill_mlflow(self) -> None:
+        """The MLflow server dies (SIGKILL) and its address stops answering; a replacement starts
+        behind the closed address at once, so that the outage lasts only as long as the test wants."""
+        self.mlflow_link.down()
+        self.services["mlflow"].stop(grace_s=5, sig=signal.SIGKILL)
+        self.services["mlflow"] = self.mlflow_service(self.env).start()
+
+    def mlflow_back(self) -> None:
+        """Open the address again once the replacement server answers."""
+        self.services["mlflow"].wait_http(f"{self.mlflow_server_url}/health", 180)
+        self.mlflow_link.up()
 
     def registry_python(self, code: str, timeout: float = 300) -> str:
         """Run Python ``code`` with the stack's environment (the registry API needs the S3 settings)."""
@@ -363,9 +397,12 @@ for batch, (start, end) in enumerate({periods!r}, 1):
         deadline = time.time() + 20
         for svc in running:
             svc.stop(grace_s=max(0.5, deadline - time.time()))
-        if self.s3 is not None:
-            self.s3.down()
+        for link in (self.s3, self.mlflow_link):
+            if link is not None:
+                link.down()
         kill_pids(self.leftover_processes())  # step processes of ours that outlived everything
+        if self.postgres is not None:
+            self.postgres.stop()
 
     def log_tails(self, lines: int = 40) -> str:
         parts = []

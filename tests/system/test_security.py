@@ -30,6 +30,8 @@ def secrets(stack) -> dict[str, str]:
     values = {name: stack.env[name] for name in SECRET_ENV if stack.env.get(name)}
     values["admin password"] = stack.password
     assert len(values) == len(SECRET_ENV) + 1, f"the install lacks some secrets: {sorted(values)}"
+    if stack.db_password:
+        values["metadata database password"] = stack.db_password
     return values
 
 

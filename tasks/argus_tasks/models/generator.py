@@ -6,7 +6,8 @@ projector with their optimisers, and performs one training step::
     D:  LSGAN(real condition frames -> 1, generated -> 0)
     G:  lambda_gan * LSGAN(generated -> 1)
         + lambda_nce * PatchNCE(encoder(G(x)) vs encoder(x))     (content is kept)
-        + lambda_idt * L1(G(y), y)                                (a real adverse frame is left as is)
+        + lambda_idt * PatchNCE(encoder(G(y)) vs encoder(y))     (identity: a real adverse frame keeps its
+                                                                  content; ``identity_loss: l1`` uses L1(G(y), y))
 
 There is no cycle and no second generator. ``build_generator`` gives the bare generator (what is
 registered in MLflow and used by evaluate).
@@ -76,7 +77,9 @@ class WeatherTranslator:
         with self._autocast():
             # generated frames for both the D and the G update (CUT runs G once per step);
             # the real adverse frames go through G too, for the identity loss
-            both = self.g_train(torch.cat([x, y], 0)) if cfg.lambda_idt > 0 else self.g_train(x)
+            # (half of them suffice for a weak identity term, and save a quarter of the generator's work)
+            y_idt = y[: max(1, y.shape[0] // 2)]
+            both = self.g_train(torch.cat([x, y_idt], 0)) if cfg.lambda_idt > 0 else self.g_train(x)
             fake = both[:n]
             # --- discriminator: real adverse -> 1, generated -> 0 (one forward on both halves)
             self.opt_d.zero_grad(set_to_none=True)
@@ -97,8 +100,15 @@ class WeatherTranslator:
             k, ids = self.P(src_feats, cfg.nce_patches)
             q, _ = self.P(out_feats, cfg.nce_patches, ids)
             loss_nce = sum(patch_nce_loss(qi, ki, cfg.nce_temperature) for qi, ki in zip(q, k, strict=True)) / len(q)
-            if cfg.lambda_idt > 0:
-                loss_idt = F.l1_loss(both[n:].float(), y.float())
+            if cfg.lambda_idt > 0 and cfg.identity_loss == "nce":
+                # CUT's identity term: G applied to a real adverse frame must keep that frame's content
+                # (PatchNCE between y and G(y)); unlike L1(G(y), y) it does not pin G to the identity
+                k_y, ids_y = self.P(self.G.encode(y_idt, cfg.nce_layers), cfg.nce_patches)
+                q_y, _ = self.P(self.G.encode(both[n:], cfg.nce_layers), cfg.nce_patches, ids_y)
+                loss_idt = sum(patch_nce_loss(qi, ki, cfg.nce_temperature)
+                               for qi, ki in zip(q_y, k_y, strict=True)) / len(q_y)
+            elif cfg.lambda_idt > 0:
+                loss_idt = F.l1_loss(both[n:].float(), y_idt.float())
             else:
                 loss_idt = torch.zeros((), device=self.device)
             loss_g = cfg.lambda_gan * loss_gan + cfg.lambda_nce * loss_nce + cfg.lambda_idt * loss_idt

@@ -100,8 +100,15 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                                 "name": f"{name} v{trained['model_version']}", "version": str(trained["model_version"]),
                                 "learned": True, "content_hash": trained.get("content_hash")}
     champ_mv = registry.alias(name, CHAMPION)
+    champion_error = None
     if champ_mv is not None and str(champ_mv.version) != str(trained["model_version"]):
-        champion = load_version(registry, name, champ_mv.version)
+        try:
+            champion = load_version(registry, name, champ_mv.version)
+        except PermanentStepError as exc:
+            # recorded without metrics: promote then refuses (fails closed) and says why
+            champion_error = f"champion v{champ_mv.version} could not be loaded: {exc}"
+            log.error("%s", champion_error)
+    if champion_error is None and champ_mv is not None and str(champ_mv.version) != str(trained["model_version"]):
         candidates["champion"] = {"fn": lambda x, g=champion: translate(g, x, seed=args.seed),
                                   "name": f"{name} v{champ_mv.version}", "version": str(champ_mv.version),
                                   "learned": True, "content_hash": champ_mv.tags.get("argus.content_hash")}
@@ -149,6 +156,11 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
             **({"params": cand["params"]} if "params" in cand else {})}
         for cls, v in rec.per_class.items():
             table_rows.append(f"{key},{cls},{v['iou_generated']:.4f},{v['iou_real']:.4f},{v['abs_gap']:.4f}")
+    if champion_error is not None:
+        metrics_doc["champion_version"] = str(champ_mv.version)
+        metrics_doc["candidates"]["champion"] = {"name": f"{name} v{champ_mv.version}",
+                                                 "version": str(champ_mv.version), "learned": True,
+                                                 "error": champion_error, "metrics": None, "sanity": None}
     ctx.run.write_text(f"{out}/per_class.csv", "\n".join(table_rows) + "\n")
     ctx.run.write_json(f"{out}/metrics.json", metrics_doc)
     local = ctx.run.publish(out)
@@ -167,6 +179,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                for key, rec in records.items()}
     return {"condition": c, "challenger_version": str(trained["model_version"]), "model_name": name,
             "champion_version": metrics_doc["champion_version"], "segmenter_version": pinned["version"],
+            **({"champion_error": champion_error} if champion_error else {}),
             "sanity_passed": all(chal.sanity.values()), "sanity": chal.sanity, "metrics": summary,
             "metrics_file": ctx.run.url(f"{out}/metrics.json"), "artifacts": local,
             "mlflow_run_id": mrun.info.run_id}

@@ -41,9 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_approval(text: str) -> dict:
     try:
-        approval = json.loads(text) if text else {"required": False}
+        approval = json.loads(text) if text else None
     except json.JSONDecodeError as exc:
         raise PermanentStepError(f"--approval is not valid JSON ({exc}): {text[:200]!r}") from exc
+    if approval is None:  # no approval task output (approval off): nothing required
+        return {"required": False}
     if not isinstance(approval, dict):
         raise PermanentStepError(f"--approval must be a JSON object, got {text[:200]!r}")
     return approval
@@ -151,6 +153,9 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                   if (cand := _candidate(doc, key, records, real_conf)) is not None]
     decision = decide(champion, challenger, references, policy, validation)
     promote, reasons = decision.promote, list(decision.reasons)
+    champion_error = (doc["candidates"].get("champion") or {}).get("error")
+    if champion_error:
+        reasons.append(champion_error)
     promote, reasons, approval_state = apply_approval(promote, reasons, approval)
     expected_champion = doc.get("champion_version")
     registry = Registry()
