@@ -81,7 +81,7 @@ class StepContext:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, environ: os._Environ | dict | None = None) -> "StepContext":
+    def from_env(cls, environ: os._Environ | dict | None = None) -> StepContext:
         env = os.environ if environ is None else environ
         return cls(
             store_root=env.get(ENV_STORE, DEFAULT_STORE),

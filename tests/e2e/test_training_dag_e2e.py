@@ -97,7 +97,9 @@ def test_the_promotion_decision_is_recorded(demo_run):
         champion = client.get_model_version_by_alias("argus-weather-fog", "champion")
         assert champion.tags.get("argus.decision") or champion.tags
     else:
-        with pytest.raises(Exception):
+        from mlflow.exceptions import MlflowException
+
+        with pytest.raises(MlflowException):
             client.get_model_version_by_alias("argus-weather-fog", "champion")
 
 
