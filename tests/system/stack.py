@@ -179,6 +179,9 @@ class ArgusStack:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+            # a restarted scheduler resets the tasks of a dead one (worker crash) within ~30 s, not 5 min
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "20",
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             # a client of a stopped MLflow server gives up after a few seconds; Airflow retries the step
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",

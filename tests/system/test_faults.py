@@ -6,9 +6,10 @@ Here, three runs go through at once (the DAG allows two active runs; the third q
 * F, the fault run (night, 110 steps: checkpoints at 100 and at the end), whose ``train`` is hurt three times:
   1. its process is killed after the step-100 checkpoint (fault 1); the retry resumes from step 100;
   2. as that retry resumes, the Airflow worker (scheduler and LocalExecutor: SIGKILL to the whole
-     process group) is stopped (fault 8); the scheduler is restarted and the task retried;
-  3. the third try's file-size limit is cut to 256 KiB with ``prlimit``, so writing its final
-     checkpoint fails with EFBIG, a real "disk full" class of error (fault 9); the fourth try
+     process group) is stopped (fault 8); the scheduler is restarted, resets the orphaned task and
+     runs it again;
+  3. that try's file-size limit is cut to 256 KiB with ``prlimit``, so writing its final
+     checkpoint fails with EFBIG, a real "disk full" class of error (fault 9); the next try
      resumes from the intact step-100 checkpoint and finishes;
 * AA, a rerun of the night champion's interval with its conf: an A/A challenger (fault 7);
 * BAD, a run of a corrupted dataset revision (fault 4).
@@ -38,7 +39,7 @@ from .evidence import (
     task_log,
     versions_of_run,
 )
-from .procs import kill_pids, step_processes, wait_until
+from .procs import environ_of, kill_pids, step_processes, wait_until
 from .scenario import CONDITION
 from .stack import DAG_ID, ArgusStack
 
@@ -59,11 +60,14 @@ def _checkpoint(stack: ArgusStack, run_id: str, step: int) -> Path:
     return stack.run_dir(run_id) / "train" / CONDITION / "checkpoints" / f"step-{step:08d}.pt"
 
 
-def _train_procs(stack: ArgusStack, run_id: str, try_number: int | None = None) -> list[int]:
-    match = {"ARGUS_RUN_ID": run_id, "ARGUS_TASK_ID": "train"}
-    if try_number is not None:
-        match["ARGUS_TRY_NUMBER"] = str(try_number)
-    return step_processes(stack.home, **match)
+def _train_procs(stack: ArgusStack, run_id: str, after_try: int = 0) -> list[int]:
+    """The run's train step processes of a try later than ``after_try``."""
+    pids = step_processes(stack.home, ARGUS_RUN_ID=run_id, ARGUS_TASK_ID="train")
+    return [p for p in pids if int((environ_of(p) or {}).get("ARGUS_TRY_NUMBER", "0")) > after_try]
+
+
+def _try_of(pids: list[int]) -> int:
+    return max(int((environ_of(p) or {}).get("ARGUS_TRY_NUMBER", "0")) for p in pids)
 
 
 def make_corrupt_revision(stack: ArgusStack, tag: str) -> dict:
@@ -134,36 +138,43 @@ def fault_runs(stack, api, champion_run):
 
     # --- fault 1: kill the training process after its step-100 checkpoint
     ckpt100 = _checkpoint(stack, f_run, 100)
-    pids = wait_until(lambda: ckpt100.exists() and _train_procs(stack, f_run, 1), RUN_TIMEOUT_S, interval_s=0.1,
+    pids = wait_until(lambda: ckpt100.exists() and _train_procs(stack, f_run), RUN_TIMEOUT_S, interval_s=0.1,
                       what="the fault run's step-100 checkpoint")
     kill_pids(pids, signal.SIGKILL)
-    log.add("killed", pids=pids, ckpt100_sha=sha256(ckpt100))
+    killed_try = _try_of(pids)
+    log.add("killed", pids=pids, try_number=killed_try, ckpt100_sha=sha256(ckpt100))
 
     # --- fault 8: stop the Airflow worker (SIGKILL to the scheduler's process group) as the retry resumes
-    wait_until(lambda: _train_procs(stack, f_run, 2)
-               and "resuming from checkpoint" in task_log(stack, f_run, "train", 2, 0), 600, interval_s=0.2,
-               what="train's second try to resume")
-    step_pids = _train_procs(stack, f_run, 2)
+    def resuming():
+        pids = _train_procs(stack, f_run, after_try=killed_try)
+        return pids if pids and "resuming from checkpoint" in task_log(stack, f_run, "train", _try_of(pids), 0) \
+            else None
+
+    step_pids = wait_until(resuming, 600, interval_s=0.2, what="train's retry to resume")
+    stopped_try = _try_of(step_pids)
     scheduler = stack.services["scheduler"]
     scheduler.signal_group(signal.SIGKILL)
     scheduler.stop(grace_s=1)
     stopped = time.time()
     try:
         wait_until(lambda: not _train_procs(stack, f_run), 30, interval_s=0.2, what="the orphaned step to end")
-        log.add("worker_stopped", step_pids=step_pids, gone_after_s=round(time.time() - stopped, 1), orphans=[])
+        log.add("worker_stopped", step_pids=step_pids, try_number=stopped_try,
+                gone_after_s=round(time.time() - stopped, 1), orphans=[])
     except TimeoutError:
         orphans = _train_procs(stack, f_run)
-        log.add("worker_stopped", step_pids=step_pids, gone_after_s=None, orphans=orphans)
+        log.add("worker_stopped", step_pids=step_pids, try_number=stopped_try, gone_after_s=None, orphans=orphans)
         kill_pids(orphans)  # so that the rest of the scenario can go on; the test reports them
     stack.restart("scheduler")
 
     # --- fault 9: the next try may write no file over FSIZE_LIMIT: its final checkpoint (step 110) fails
-    pids = wait_until(lambda: _train_procs(stack, f_run, 3), 600, interval_s=0.1, what="train's third try")
+    pids = wait_until(lambda: _train_procs(stack, f_run, after_try=stopped_try), 600, interval_s=0.1,
+                      what="train's try after the worker stopped")
+    limited_try = _try_of(pids)
     for pid in pids:
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
-    log.add("fsize_limited", pids=pids)
-    wait_until(lambda: not _train_procs(stack, f_run, 3), 900, interval_s=0.5, what="the third try to end")
-    log.add("third_try_ended", ckpt100_sha=sha256(ckpt100) if ckpt100.exists() else None,
+    log.add("fsize_limited", pids=pids, try_number=limited_try)
+    wait_until(lambda: not _train_procs(stack, f_run), 900, interval_s=0.5, what="the size-limited try to end")
+    log.add("limited_try_ended", try_number=limited_try, ckpt100_sha=sha256(ckpt100) if ckpt100.exists() else None,
             checkpoints=sorted(p.name for p in ckpt100.parent.iterdir()))
 
     runs = {r: api.wait_run(DAG_ID, r, RUN_TIMEOUT_S) for r in (f_run, aa_run, bad_run)}
@@ -174,10 +185,11 @@ def fault_runs(stack, api, champion_run):
 def test_fault1_killed_training_resumes_from_its_last_checkpoint(fault_runs, api, stack):
     f = fault_runs["f"]
     assert fault_runs["runs"][f]["state"] == "success", api.states(DAG_ID, f)
-    first = task_log(stack, f, "train", 1, 0)
-    assert "exited with -9" in first or "signal 9" in first, first[-1500:]
-    second = task_log(stack, f, "train", 2, 0)
-    assert "resuming from checkpoint at step 100" in second, second[-3000:]
+    killed = fault_runs["log"].get("killed")
+    first = task_log(stack, f, "train", killed["try_number"], 0)
+    assert "exited with -9" in first, first[-1500:]
+    retry = task_log(stack, f, "train", killed["try_number"] + 1, 0)
+    assert "resuming from checkpoint at step 100" in retry, retry[-3000:]
     result = step_result(stack, f, f"train/{CONDITION}")
     assert result["steps"] == FAULT_CONF["train_steps"] and result["resumed_from_step"] == 100, result
 
@@ -199,27 +211,27 @@ def test_fault8_no_orphan_step_process_when_the_worker_stops(fault_runs):
 
 def test_fault8_the_retry_after_the_worker_stopped_starts_cleanly(fault_runs, api, stack):
     f = fault_runs["f"]
-    tries = api.tries(DAG_ID, f, "train", 0)
-    assert len(tries) >= 4, [(t["try_number"], t["state"]) for t in tries]
-    third = task_log(stack, f, "train", 3, 0)
-    assert "resuming from checkpoint at step 100" in third, third[-3000:]
-    assert tries[-1]["state"] == "success"
+    after = fault_runs["log"].get("fsize_limited")["try_number"]
+    assert after > fault_runs["log"].get("worker_stopped")["try_number"]
+    text = task_log(stack, f, "train", after, 0)
+    assert "resuming from checkpoint at step 100" in text, text[-3000:]
+    assert api.tries(DAG_ID, f, "train", 0)[-1]["state"] == "success"
     assert not _train_procs(stack, f), "a train process of the fault run is still alive"
 
 
 # ---- fault 9 ----------------------------------------------------------------------------------------
 def test_fault9_a_failed_checkpoint_write_is_a_clear_error_and_the_previous_checkpoint_survives(fault_runs, stack):
     f = fault_runs["f"]
-    third = task_log(stack, f, "train", 3, 0)
-    assert "File too large" in third or "No space" in third, third[-3000:]
-    assert "checkpoint" in third.lower()
-    ended = fault_runs["log"].get("third_try_ended")
+    ended = fault_runs["log"].get("limited_try_ended")
+    text = task_log(stack, f, "train", ended["try_number"], 0)
+    assert "File too large" in text or "No space" in text, text[-3000:]
+    assert "checkpoint" in text.lower(), "the error does not say that a checkpoint could not be written"
     killed = fault_runs["log"].get("killed")
     assert ended["ckpt100_sha"] == killed["ckpt100_sha"], "the step-100 checkpoint changed"
     final = f"step-{FAULT_CONF['train_steps']:08d}.pt"
     assert final not in ended["checkpoints"], f"a torn {final} was left"
     assert not [n for n in ended["checkpoints"] if n.endswith(".tmp")], ended["checkpoints"]
-    last = task_log(stack, f, "train", 4, 0)
+    last = task_log(stack, f, "train", ended["try_number"] + 1, 0)
     assert "resuming from checkpoint at step 100" in last, "the retry did not resume from the intact checkpoint"
 
 
