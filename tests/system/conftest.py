@@ -50,6 +50,8 @@ def stack(tmp_path_factory, request, artifacts):
         print(f"\n{failed} test(s) failed; tails of the service logs:\n{s.log_tails(40)}", file=sys.stderr)
         s.keep_logs(artifacts / "logs")
     s.stop()
+    print(f"\nsystem stack CPU seconds by service (with finished children): {s.timings.get('cpu_s')}",
+          file=sys.stderr)
     leftovers = s.leftover_processes()
     assert not leftovers, f"processes of the test install outlived the tear-down: {leftovers}"
 

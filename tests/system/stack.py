@@ -177,6 +177,7 @@ class ArgusStack:
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",  # the DAG file does not change here
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
             # a restarted scheduler resets the tasks of a dead one (worker crash) within ~30 s, not 5 min
@@ -305,6 +306,7 @@ for batch, (start, end) in enumerate({periods!r}, 1):
         argv = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}",
                 "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(self.mlflow_server_port),
                 "--workers", "1"]
+        env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers: not used
         return Service("mlflow", argv, env, self.logs / "mlflow.log", cwd=str(self.home))
 
     @property
@@ -391,7 +393,20 @@ for batch, (start, end) in enumerate({periods!r}, 1):
     def leftover_processes(self) -> list[int]:
         return processes_with_env(ARGUS_HOME=str(self.home))
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time of each service with its finished children (the scheduler's holds every task and step)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for name, svc in self.services.items():
+            try:
+                fields = Path(f"/proc/{svc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, TypeError):
+                continue
+            out[name] = round(sum(int(x) for x in fields[11:15]) / tick, 1)
+        return out
+
     def stop(self) -> None:
+        self.timings["cpu_s"] = self.cpu_seconds()
         order = ("scheduler", "triggerer", "dag-processor", "api-server", "mlflow", "moto-s3")
         running = [self.services[n] for n in order if n in self.services]
         for svc in running:  # all at once, then wait: a stopping scheduler ends its task processes

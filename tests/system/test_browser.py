@@ -2,13 +2,14 @@
 
 Two runs of one condition go through at once: R1 is triggered from the form (another condition and
 another number of steps than the defaults, approval required) and approved in the UI; R2, of the
-same condition on all frames, is rejected in the UI. Screenshots land in ``test-artifacts/system``.
+same condition on another interval, is rejected in the UI. Screenshots land in ``test-artifacts/system``.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from urllib.parse import unquote
 
 import pytest
@@ -23,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow, py
 CONDITION = "rain"
 MODEL = f"argus-weather-{CONDITION}"
 UI_STEPS = 30
-R2_CONF = {"conditions": [CONDITION], "train_steps": UI_STEPS, "require_approval": True, "data_window": "all"}
+R2_CONF = {"conditions": [CONDITION], "train_steps": UI_STEPS, "require_approval": True}
 RUN_TIMEOUT_S = float(os.environ.get("ARGUS_TEST_RUN_TIMEOUT_S", "1500"))
 
 
@@ -83,7 +84,9 @@ def ui_runs(stack, api, page, artifacts):
     page.wait_for_url(f"**/dags/{DAG_ID}/runs/**")  # the UI opens the new run
     r1 = unquote(page.url.split("/runs/", 1)[1].split("/")[0].split("?")[0])
     assert api.run(DAG_ID, r1)["run_type"] == "manual"
-    r2 = api.trigger(DAG_ID, R2_CONF)["dag_run_id"]  # the second run: same condition, all frames
+    start, end = stack.schedule.interval(4)  # the second run: same condition, another interval
+    r2 = api.trigger(DAG_ID, R2_CONF, logical_date=start + timedelta(minutes=2), data_interval=(start, end),
+                     note="to be rejected")["dag_run_id"]
 
     def awaiting(run_id):
         return api.states(DAG_ID, run_id).get(f"approve[{CONDITION}]") == "awaiting_input"

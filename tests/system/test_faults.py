@@ -3,7 +3,7 @@
 Faults 2, 3 and 5 are injected into the schedule and backfill scenario (test_backfill_and_schedule).
 Here, three runs go through at once (the DAG allows two active runs; the third queues):
 
-* F, the fault run (night, 110 steps: checkpoints at 100 and at the end), whose ``train`` is hurt three times:
+* F, the fault run (rain, 110 steps: checkpoints at 100 and at the end), whose ``train`` is hurt three times:
   1. its process is killed after the step-100 checkpoint (fault 1); the retry resumes from step 100;
   2. as that retry resumes, the Airflow worker (scheduler and LocalExecutor: SIGKILL to the whole
      process group) is stopped (fault 8); the scheduler is restarted, resets the orphaned task and
@@ -46,7 +46,10 @@ from .stack import DAG_ID, ArgusStack
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 MODEL = f"argus-weather-{CONDITION}"
-FAULT_CONF = {"conditions": [CONDITION], "train_steps": 110, "data_window": "all"}
+# the fault run trains another condition than the champion's, so that its promotion cannot disturb the A/A run
+FAULT_CONDITION = "rain"
+FAULT_MODEL = f"argus-weather-{FAULT_CONDITION}"
+FAULT_CONF = {"conditions": [FAULT_CONDITION], "train_steps": 110}
 FSIZE_LIMIT = 256 * 1024
 CORRUPT_TAG = "corrupt-1"
 RUN_TIMEOUT_S = float(os.environ.get("ARGUS_TEST_RUN_TIMEOUT_S", "1500"))
@@ -57,7 +60,14 @@ def sha256(path: Path) -> str:
 
 
 def _checkpoint(stack: ArgusStack, run_id: str, step: int) -> Path:
-    return stack.run_dir(run_id) / "train" / CONDITION / "checkpoints" / f"step-{step:08d}.pt"
+    return stack.run_dir(run_id) / "train" / FAULT_CONDITION / "checkpoints" / f"step-{step:08d}.pt"
+
+
+def trigger_on_interval(api, stack: ArgusStack, k: int, conf: dict, offset_min: int, note: str) -> str:
+    """A manual run over interval ``k`` of the schedule (its logical date a few minutes into it: unique)."""
+    start, end = stack.schedule.interval(k)
+    return api.trigger(DAG_ID, conf, logical_date=start + timedelta(minutes=offset_min), data_interval=(start, end),
+                       note=note)["dag_run_id"]
 
 
 def _train_procs(stack: ArgusStack, run_id: str, after_try: int = 0) -> list[int]:
@@ -127,14 +137,13 @@ class FaultLog:
 def fault_runs(stack, api, champion_run):
     log = FaultLog()
     corrupt = make_corrupt_revision(stack, CORRUPT_TAG)
-    f_run = api.trigger(DAG_ID, FAULT_CONF)["dag_run_id"]
     c = champion_run["run"]
-    start = parse_time(c["data_interval_start"])
-    end = parse_time(c["data_interval_end"])
-    aa_run = api.trigger(DAG_ID, c["conf"], logical_date=start + timedelta(minutes=1),
-                         data_interval=(start, end), note="A/A rerun of the champion's interval")["dag_run_id"]
-    bad_run = api.trigger(DAG_ID, {"conditions": [CONDITION], "dataset_rev": CORRUPT_TAG, "data_window": "all"})[
-        "dag_run_id"]
+    start, end = parse_time(c["data_interval_start"]), parse_time(c["data_interval_end"])
+    aa_run = api.trigger(DAG_ID, c["conf"], logical_date=start + timedelta(minutes=1), data_interval=(start, end),
+                         note="A/A: the champion's interval and conf again")["dag_run_id"]
+    f_run = trigger_on_interval(api, stack, 3, FAULT_CONF, 3, "fault run: kill, worker stop, file-size limit")
+    bad_run = trigger_on_interval(api, stack, 2, {"conditions": [CONDITION], "dataset_rev": CORRUPT_TAG}, 4,
+                                  "a corrupted dataset revision")
 
     # --- fault 1: kill the training process after its step-100 checkpoint
     ckpt100 = _checkpoint(stack, f_run, 100)
@@ -190,16 +199,16 @@ def test_fault1_killed_training_resumes_from_its_last_checkpoint(fault_runs, api
     assert "exited with -9" in first, first[-1500:]
     retry = task_log(stack, f, "train", killed["try_number"] + 1, 0)
     assert "resuming from checkpoint at step 100" in retry, retry[-3000:]
-    result = step_result(stack, f, f"train/{CONDITION}")
+    result = step_result(stack, f, f"train/{FAULT_CONDITION}")
     assert result["steps"] == FAULT_CONF["train_steps"] and result["resumed_from_step"] == 100, result
 
 
 def test_fault1_the_model_is_registered_once(fault_runs, stack):
     f = fault_runs["f"]
-    versions = versions_of_run(stack, MODEL, f)
+    versions = versions_of_run(stack, FAULT_MODEL, f)
     assert len(versions) == 1, [v.version for v in versions]
-    assert model_files_complete(stack, MODEL, versions[0].version)
-    assert len(mlflow_runs(stack, f, "train", CONDITION)) == 1, "a retry opened a second MLflow run"
+    assert model_files_complete(stack, FAULT_MODEL, versions[0].version)
+    assert len(mlflow_runs(stack, f, "train", FAULT_CONDITION)) == 1, "a retry opened a second MLflow run"
 
 
 # ---- fault 8 ----------------------------------------------------------------------------------------
@@ -236,19 +245,29 @@ def test_fault9_a_failed_checkpoint_write_is_a_clear_error_and_the_previous_chec
 
 
 # ---- fault 7 ----------------------------------------------------------------------------------------
-def test_fault7_an_identical_challenger_is_never_promoted(fault_runs, champion_run, stack, api):
+def test_fault7_a_rerun_of_the_champions_data_and_conf_is_not_promoted(fault_runs, champion_run, stack, api):
     aa = fault_runs["aa"]
     assert fault_runs["runs"][aa]["state"] == "success", api.states(DAG_ID, aa)
     pulled = step_result(stack, aa, "pull")
     original = step_result(stack, champion_run["run_id"], "pull")
     assert pulled["fingerprint"] == original["fingerprint"], "the A/A run did not see the champion's data"
-    trained = step_result(stack, aa, f"train/{CONDITION}")
     decision = read_json(stack.run_dir(aa) / "promote" / CONDITION / "decision.json")["result"]
+    assert decision["previous_champion"] == champion_run["version"], "the A/A run was judged against another model"
     assert decision["promoted"] is False, decision
     assert alias_version(stack, MODEL, "champion") == champion_run["version"]
+    trained = step_result(stack, aa, f"train/{CONDITION}")
+    if trained["content_hash"] == champion_run["content_hash"]:
+        assert any("identical" in r for r in decision["reasons"]), decision["reasons"]
+
+
+def test_fault7_retraining_the_champions_data_and_conf_reproduces_its_weights(fault_runs, champion_run, stack):
+    """Without this, an A/A challenger cannot be made by rerunning a run: a bit-identical model needs
+    seeded initialisation (the decision's identity check by content hash is unit-tested in
+    tests/models/test_decision.py)."""
+    trained = step_result(stack, fault_runs["aa"], f"train/{CONDITION}")
     assert trained["content_hash"] == champion_run["content_hash"], (
-        "retraining the same interval with the same conf gave other weights (training is not reproducible)")
-    assert any("identical" in r for r in decision["reasons"]), decision["reasons"]
+        "the same data, config and seed gave other weights: training is not reproducible "
+        f"({trained['content_hash'][:12]} vs the champion's {champion_run['content_hash'][:12]})")
 
 
 # ---- fault 4 ----------------------------------------------------------------------------------------
