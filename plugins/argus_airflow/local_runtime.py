@@ -4,7 +4,8 @@ Same command line, same env and the same return-file protocol as the pod: the st
 result to ``$ARGUS_XCOM_RETURN`` (``/airflow/xcom/return.json`` in a pod). The log is streamed
 live into the task log, exit codes map to Airflow outcomes as in the Kubernetes runtime, and the
 process never outlives the task: it runs in its own process group, is killed with the group when
-the task is killed, and gets SIGTERM from the kernel if the worker process dies.
+the task is killed, gets SIGTERM from the kernel if the task process dies, and is stopped when the
+worker that supervises the task process dies.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from argus_airflow.step_spec import StepSpec
 
 PR_SET_PDEATHSIG = 1
 KILL_GRACE_S = 10
+ORPHAN_POLL_S = 1.0
 
 
 def resolve_entrypoint(command: str) -> str:
@@ -56,10 +59,32 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def run_step_process(argv: list[str], env: dict[str, str], log, cwd: str | None = None, on_start=None):
+def _stop_when_orphaned(proc: subprocess.Popen, parent_pid: int, log, done: threading.Event) -> None:
+    """Stop the step once the process that started this one (the Airflow task supervisor) has died.
+
+    When a worker dies abruptly, its task process is re-parented and may go on running, blocked on the
+    step's output, until it next tries to report: the step would train on as an orphan and race the
+    retry for the same run folder. Polling the parent pid closes that gap (PDEATHSIG covers only the
+    death of this very process).
+    """
+    while not done.wait(ORPHAN_POLL_S):
+        if proc.poll() is not None:
+            return
+        if os.getppid() != parent_pid:
+            kill_process_group(proc)
+            try:  # the log may be gone with the supervisor
+                log.error("the Airflow worker that ran this task is gone: stopped step process group %s", proc.pid)
+            except Exception:  # noqa: BLE001
+                pass
+            return
+
+
+def run_step_process(argv: list[str], env: dict[str, str], log, cwd: str | None = None, on_start=None,
+                     parent_pid: int | None = None):
     """Run ``argv``; stream its output to ``log``; return (exit code, result or None, last lines).
 
-    The result is the JSON the step wrote to ``env['ARGUS_XCOM_RETURN']``.
+    The result is the JSON the step wrote to ``env['ARGUS_XCOM_RETURN']``. With ``parent_pid``, the
+    step is stopped when this process's parent is no longer ``parent_pid`` (see ``_stop_when_orphaned``).
     """
     tail: collections.deque[str] = collections.deque(maxlen=50)
     proc = subprocess.Popen(
@@ -75,6 +100,10 @@ def run_step_process(argv: list[str], env: dict[str, str], log, cwd: str | None 
     )
     if on_start is not None:
         on_start(proc)
+    done = threading.Event()
+    if parent_pid is not None:
+        threading.Thread(target=_stop_when_orphaned, args=(proc, parent_pid, log, done), daemon=True,
+                         name="argus-orphan-watch").start()
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -83,6 +112,7 @@ def run_step_process(argv: list[str], env: dict[str, str], log, cwd: str | None 
             log.info("%s", line)
         code = proc.wait()
     finally:
+        done.set()
         if proc.poll() is None:
             kill_process_group(proc)
     result = None
@@ -154,7 +184,7 @@ class LocalStepOperator(StepOperatorMixin, BaseOperator):
             self.log.info("running %s", " ".join(argv))
             started = time.time()
             code, result, tail = run_step_process(argv, env, self.log, cwd=str(REPO_ROOT),
-                                                  on_start=self._remember)
+                                                  on_start=self._remember, parent_pid=os.getppid())
             self.log.info("step process exited with %s after %.1fs", code, time.time() - started)
         if code != 0:
             raise self.failure_exception(code, tail)

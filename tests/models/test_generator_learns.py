@@ -7,6 +7,7 @@ KID is measured in the session segmenter's feature space on held-out frames, aga
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from argus_tasks.models import frames as F
@@ -27,6 +28,7 @@ def _load(template, condition, splits):
     return frames
 
 
+@pytest.mark.slow
 def test_tiny_generator_learns_fog(dataset_template, session_segmenter):
     import mlflow.pytorch
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import DAG_ID
+import pytest
 
 STEPS_PER_CKPT = 3
 
@@ -18,10 +18,11 @@ def _ckpt_steps(folder: Path) -> list[int]:
     return sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.pt")) if folder.is_dir() else []
 
 
-def test_killed_training_resumes_from_the_saved_step(validated_run, model_store, tmp_path):
+@pytest.mark.slow
+def test_killed_training_resumes_from_the_saved_step(validated_run, steps, tmp_path):
     run_id, run = validated_run
-    env = {**os.environ, "ARGUS_STORE": str(model_store), "ARGUS_DAG_ID": DAG_ID, "ARGUS_RUN_ID": run_id,
-           "ARGUS_XCOM_RETURN": str(tmp_path / "return.json"), "ARGUS_TORCH_THREADS": "1"}
+    env = {**os.environ, **steps.env(run_id), "ARGUS_XCOM_RETURN": str(tmp_path / "return.json"),
+           "ARGUS_TORCH_THREADS": "1"}
     base = [sys.executable, "-m", "argus_tasks.cli", "train", "--condition", "fog", "--set",
             f"checkpoint_every_steps={STEPS_PER_CKPT}", "--set", "log_every_steps=1"]
     ckpts = run.cache / "train/fog/checkpoints"

@@ -114,6 +114,9 @@ class AirflowApi:
                 raise TimeoutError(f"run {run_id} still {run['state']} after {timeout_s:.0f}s; tasks: {summary}")
             time.sleep(poll_s)
 
+    def backfills(self, dag_id: str) -> list[dict]:
+        return self.get("/backfills", params={"dag_id": dag_id})["backfills"]
+
     # ---- task instances ----------------------------------------------------------------------------
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         out = self.get(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances", params={"limit": 200})

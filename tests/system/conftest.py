@@ -7,7 +7,10 @@ ports. Every test module shares it; runs use one condition and a few training st
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,6 +35,8 @@ def artifacts() -> Path:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, request, artifacts):
     """The running install; the DAG is unpaused once everything is up (the schedule starts then)."""
+    shutil.rmtree(artifacts / "logs", ignore_errors=True)  # logs of an earlier failed session
+    started = time.time()
     planned = (datetime.now(UTC) + PLANNED_LEAD).replace(second=0, microsecond=0)
     s = ArgusStack(root=tmp_path_factory.mktemp("system"), schedule=Schedule(tick=planned))
     try:
@@ -50,8 +55,8 @@ def stack(tmp_path_factory, request, artifacts):
         print(f"\n{failed} test(s) failed; tails of the service logs:\n{s.log_tails(40)}", file=sys.stderr)
         s.keep_logs(artifacts / "logs")
     s.stop()
-    print(f"\nsystem stack CPU seconds by service (with finished children): {s.timings.get('cpu_s')}",
-          file=sys.stderr)
+    s.timings["session_s"] = round(time.time() - started, 1)
+    (artifacts / "timings.json").write_text(json.dumps(s.timings, indent=2))  # set-up, wall and CPU seconds
     leftovers = s.leftover_processes()
     assert not leftovers, f"processes of the test install outlived the tear-down: {leftovers}"
 

@@ -149,8 +149,8 @@ def fault_runs(stack, api, champion_run):
     ckpt100 = _checkpoint(stack, f_run, 100)
     pids = wait_until(lambda: ckpt100.exists() and _train_procs(stack, f_run), RUN_TIMEOUT_S, interval_s=0.1,
                       what="the fault run's step-100 checkpoint")
-    kill_pids(pids, signal.SIGKILL)
     killed_try = _try_of(pids)
+    kill_pids(pids, signal.SIGKILL)
     log.add("killed", pids=pids, try_number=killed_try, ckpt100_sha=sha256(ckpt100))
 
     # --- fault 8: stop the Airflow worker (SIGKILL to the scheduler's process group) as the retry resumes

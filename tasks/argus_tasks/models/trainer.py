@@ -28,6 +28,8 @@ class TrainOutcome:
     final_losses: dict[str, float]
     images_per_s: float
     train_seconds: float
+    images: int  # images (clear side) trained on by this call
+    cpu_seconds: float  # process CPU time of the loop: images / cpu_seconds does not depend on co-tenants
     loss_history: list[dict]
 
 
@@ -121,6 +123,7 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
     step = start_step
     started = clock()
     wall_started = last_ckpt = time.time()
+    cpu_started = time.process_time()
     done_images = 0
     while step < steps:
         if max_seconds is not None and clock() - started >= max_seconds:
@@ -149,7 +152,7 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
         save(step)
     images_per_s = done_images / elapsed if elapsed > 0 else 0.0
     return TrainOutcome(steps=step, resumed_from=start_step, final_losses=losses, images_per_s=images_per_s,
-                        train_seconds=elapsed, loss_history=history)
+                        train_seconds=elapsed, images=done_images, cpu_seconds=time.process_time() - cpu_started, loss_history=history)
 
 
 def distributed_setup() -> tuple[int, int, torch.device]:

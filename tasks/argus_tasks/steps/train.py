@@ -186,6 +186,8 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
             "registered_new_version": created, "content_hash": digest, "model_config": cfg.name, "head": cfg.head,
             "config": cfg.to_dict(), "steps": outcome.steps, "resumed_from_step": outcome.resumed_from,
             "final_losses": outcome.final_losses, "images_per_s": round(outcome.images_per_s, 2),
-            "train_seconds": round(outcome.train_seconds, 2), "samples": sample_url,
+            "train_seconds": round(outcome.train_seconds, 2), "train_cpu_seconds": round(outcome.cpu_seconds, 2),
+            "images_per_cpu_s": round(outcome.images / max(outcome.cpu_seconds, 1e-9), 2),
+            "samples": sample_url,
             "generator_params": model.n_params["generator"], "train_frames": {"clear": n_clear, args.condition: n_adverse},
         }
