@@ -60,7 +60,7 @@ with DAG(
 
     @task(task_id="run_outcome", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
     def run_outcome() -> None:
-        """Fails the run when any step failed; skipped (green) otherwise. The report is not the judge."""
+        """Fails the run when any step failed. Skipped (shown pink in the grid) means that no step failed."""
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException("a step of this run failed: see the report and the failed task's log")
