@@ -56,6 +56,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         return done
     cfg = _config(args)
 
+    import torch
+
     from argus_tasks.data.access import lineage, load_accepted
     from argus_tasks.models import frames as F
     from argus_tasks.models.checkpoints import CheckpointStore
@@ -79,6 +81,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     rank, world, device = distributed_setup()
     if device.type == "cpu":
         set_threads(cfg.threads)
+    # seeded initialisation: the same data, config and seed give the same weights (an A/A rerun is identical)
+    torch.manual_seed(cfg.seed)
     model = WeatherTranslator(cfg, args.condition, device)
     if world > 1:
         model.wrap_ddp([device.index] if device.type == "cuda" else None)
