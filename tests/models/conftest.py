@@ -27,7 +27,7 @@ COUNTS = {
     "fog": {"train": 64, "val": 24, "test": 24},
     "night": {"train": 16, "val": 8, "test": 8},
 }
-SEGMENTER_TEST_STEPS = "110"  # a little under the production default (130); the floor still holds
+SEGMENTER_TEST_STEPS = "80"  # under the production default (130): clear mIoU ~0.86 here, floor 0.75
 END = datetime(2026, 3, 1, tzinfo=UTC)
 START = END - timedelta(days=28)
 

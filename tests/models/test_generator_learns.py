@@ -1,7 +1,10 @@
 """The tiny generator learns: its losses fall, and on fog its frames move towards real fog.
 
 KID is measured in the session segmenter's feature space on held-out frames, against identity
-(the clear source frames as they are). Kept affordable: ~100 steps of the tiny config.
+(the clear source frames as they are). Kept affordable: 60 steps of the tiny config at its own
+learning rate (~20 CPU-seconds). Over seeds 0-2, 60 steps put the generated frames' KID at 0.2-0.45x
+identity's (the bar is 0.8x) and the PatchNCE loss at 0.3-0.4x its first logged value (bar 0.7x);
+fewer steps or a higher learning rate leave too thin a margin (0.5-0.85x identity at 30-50 steps).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from argus_tasks.models.metrics import kid
 from argus_tasks.models.segmenter import predict
 from argus_tasks.models.trainer import train_translator
 
-STEPS = 100
+STEPS = 60
+LOG_EVERY = 5
 
 
 def _load(template, condition, splits):
@@ -33,12 +37,12 @@ def test_tiny_generator_learns_fog(dataset_template, session_segmenter):
     import mlflow.pytorch
 
     torch.manual_seed(0)
-    cfg = load_config("tiny", {"steps": STEPS, "log_every_steps": 10, "lr": 1e-3})
+    cfg = load_config("tiny", {"steps": STEPS, "log_every_steps": LOG_EVERY})
     model = WeatherTranslator(cfg, "fog")
     clear, fog = _load(dataset_template, "clear", ("train",)), _load(dataset_template, "fog", ("train",))
     outcome = train_translator(model, clear, fog, steps=STEPS, seed=0)
     history = outcome.loss_history
-    assert outcome.steps == STEPS and len(history) == STEPS // 10
+    assert outcome.steps == STEPS and len(history) == STEPS // LOG_EVERY
     first, last = history[0], np.mean([h["loss_nce"] for h in history[-3:]])
     assert last < 0.7 * first["loss_nce"], history  # content loss falls as the encoder learns
     assert np.mean([h["loss_g"] for h in history[-3:]]) < first["loss_g"], history
