@@ -30,8 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "models"))
+DAG_ID = "bench_throughput"
 
 BARE = r"""
 import json, sys, time, torch
@@ -74,13 +73,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    from conftest import COUNTS, DAG_ID, END, START, build_validated_run
-
-    from argus_tasks.data.generate import generate_dataset
+    from argus_tasks.data.fixtures import build_validated_run, generate_small_dataset
 
     with tempfile.TemporaryDirectory(prefix="argus-bench-tp-") as tmp:
         tmp = Path(tmp)
-        generate_dataset(tmp / "data", size=64, counts=COUNTS, seed=5, start=START, end=END, workers=2)
+        generate_small_dataset(tmp / "data")
         env = {**os.environ, "ARGUS_STORE": str(tmp / "store"), "ARGUS_DAG_ID": DAG_ID,
                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "ARGUS_MLFLOW_ARTIFACTS": str(tmp / "art"),
                "ARGUS_XCOM_RETURN": str(tmp / "return.json")}

@@ -1,49 +1,25 @@
 """Fixtures of the model tests: a small validated run built from the procedural scenes.
 
-The run folder is what ``pull`` + ``validate`` leave behind (``data/`` with the manifest,
-``data/pull.json``, ``validate/result.json`` + ``accepted_manifest.parquet``), written directly
-from a generated dataset so the model tests do not depend on DVC and Great Expectations (the
-data tests cover those). Steps run through the real CLI (``argus_tasks.cli.main``).
+The run folder is what ``pull`` + ``validate`` leave behind, written directly from a generated
+dataset (:mod:`argus_tasks.data.fixtures`) so the model tests do not depend on DVC and Great
+Expectations (the data tests cover those). Steps run through the real CLI (``argus_tasks.cli.main``).
+Helpers shared with benchmarks live in that module: never import from a conftest.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from argus_tasks import cli
+from argus_tasks.data.fixtures import build_validated_run, generate_small_dataset
 from argus_tasks.store import RunStore
 
 DAG_ID = "model_tests"
-# Enough frames for the segmenter floor and a visible learning signal; ~6 s to render on 2 cores.
-COUNTS = {
-    "clear": {"train": 160, "val": 24, "test": 24},
-    "fog": {"train": 64, "val": 24, "test": 24},
-    "night": {"train": 16, "val": 8, "test": 8},
-}
 SEGMENTER_TEST_STEPS = "80"  # under the production default (130): clear mIoU ~0.86 here, floor 0.75
-END = datetime(2026, 3, 1, tzinfo=UTC)
-START = END - timedelta(days=28)
-
-
-def build_validated_run(template: Path, store: Path, dag_id: str, run_id: str) -> RunStore:
-    """A run folder holding ``template`` as its pulled and validated data."""
-    run = RunStore(str(store), dag_id, run_id)
-    shutil.copytree(template, run.local_dir("data"), dirs_exist_ok=True)
-    raw = (template / "manifest.parquet").read_bytes()
-    fingerprint = hashlib.sha256(raw).hexdigest()
-    run.write_json("data/pull.json", {"revision": "test-rev", "commit": "0" * 40, "fingerprint": fingerprint})
-    run.write_bytes("validate/accepted_manifest.parquet", raw)
-    run.write_json("validate/result.json", {
-        "result_id": f"test-checkpoint/{run_id}", "outcome": "passed", "dataset_fingerprint": fingerprint,
-        "accepted_manifest_sha256": hashlib.sha256(raw).hexdigest()})
-    return run
 
 
 class Steps:
@@ -88,11 +64,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def dataset_template(tmp_path_factory) -> Path:
-    from argus_tasks.data.generate import generate_dataset
-
-    root = tmp_path_factory.mktemp("model-dataset")
-    generate_dataset(root, size=64, counts=COUNTS, seed=5, start=START, end=END, workers=2)
-    return root
+    return generate_small_dataset(tmp_path_factory.mktemp("model-dataset"))
 
 
 @pytest.fixture(scope="session")
