@@ -8,6 +8,7 @@ frames have accuracy ``acc`` has a gap of about ``|acc - REAL_ACC|`` in IoU term
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -218,3 +219,23 @@ def test_bootstrap_ci_covers_the_point_estimate(real_conf):
     d = paired_gap_difference(a, b, POLICY)
     assert d["lo"] <= d["point"] <= d["hi"] and d["n_boot"] == POLICY.n_boot
     assert math.isclose(d["point"], a.metrics["classwise_gap"] - b.metrics["classwise_gap"], abs_tol=1e-9)
+
+
+def test_reasons_name_each_comparison_once(real_conf, refs):
+    ci = r"diff [+-]\d\.\d{4}, 95% CI \[-?\d\.\d{4}, -?\d\.\d{4}\]"
+    first = decide(None, cand("chal", 0.57, real_conf, 50, version="1"), refs, POLICY, VALID)
+    assert first.promote and first.reasons[0].startswith("no champion yet: checking the floors")
+    assert re.fullmatch(rf"class-wise gap beats identity: {ci} < -0", first.reasons[1]), first.reasons
+    lazy = decide(None, cand("lazy", 0.95, real_conf, 51, version="1"), refs, POLICY, VALID)
+    assert re.fullmatch(rf"class-wise gap does not beat identity: {ci} not below -0", lazy.reasons[1]), lazy.reasons
+
+    champion = cand("argus-weather-fog v1", 0.90, real_conf, 52, version="1")
+    strict = Policy(n_boot=400, seed=3, require_beat_reference=True)
+    d = decide(champion, cand("argus-weather-fog v2", 0.72, real_conf, 53, version="2"), refs, strict, VALID)
+    assert re.fullmatch(rf"class-wise gap beats champion argus-weather-fog v1: {ci} < -0", d.reasons[0]), d.reasons
+    assert d.reasons[1].startswith("KID 0.05000 within tolerance of champion 0.05000")
+    assert re.fullmatch(rf"class-wise gap does not beat best reference koschmieder_fog: {ci} not below -0",
+                        d.reasons[2]), d.reasons
+    for r in first.reasons + lazy.reasons + d.reasons:
+        words = r.split()
+        assert not any(a == b for a, b in zip(words, words[1:], strict=False)), r  # no "identity identity"

@@ -116,23 +116,29 @@ def paired_gap_difference(a: Candidate, b: Candidate, policy: Policy) -> dict:
     return {"point": point, "lo": float(lo), "hi": float(hi), "n_boot": int(diff.size)}
 
 
+def _role_and_name(label: str, other: Candidate) -> str:
+    """``champion argus-weather-fog v3``, ``best reference koschmieder_fog``; just ``identity`` for identity."""
+    return label if not other.name or other.name == label else f"{label} {other.name}"
+
+
 def _beats(chal: Candidate, other: Candidate, policy: Policy, label: str, reasons: list[str],
            comparisons: dict) -> bool:
+    who = _role_and_name(label, other)
     try:
         d = paired_gap_difference(chal, other, policy)
     except ValueError as exc:
-        reasons.append(f"cannot compare with {label} {other.name}: {exc}")
+        reasons.append(f"cannot compare with {who}: {exc}")
         return False
     comparisons[f"gap_vs_{label}"] = {"other": other.name, **d}
     ci = f"[{d['lo']:.4f}, {d['hi']:.4f}]"
     if _bad_number(d["hi"]):
-        reasons.append(f"class-wise gap vs {label} {other.name}: bootstrap gave no finite CI")
+        reasons.append(f"class-wise gap vs {who}: bootstrap gave no finite CI")
         return False
     if d["hi"] < -policy.margin:
-        reasons.append(f"class-wise gap beats {label} {other.name}: diff {d['point']:+.4f}, "
+        reasons.append(f"class-wise gap beats {who}: diff {d['point']:+.4f}, "
                        f"{policy.confidence:.0%} CI {ci} < -{policy.margin:g}")
         return True
-    reasons.append(f"class-wise gap does not beat {label} {other.name}: diff {d['point']:+.4f}, "
+    reasons.append(f"class-wise gap does not beat {who}: diff {d['point']:+.4f}, "
                    f"{policy.confidence:.0%} CI {ci} not below -{policy.margin:g}")
     return False
 
