@@ -4,12 +4,13 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-system ui bench lint venv init clean-state help
+.PHONY: demo test test-fast test-system ui bench lint venv init clean-state help
 
 help:
 	@echo "make demo   install, initialise .argus/ and run argus_weather_training end to end (local runtime)"
-	@echo "make test   run the test suite"
-	@echo "make test-system   browser, schedule, backfill and fault tests against live Airflow services"
+	@echo "make test   run the whole test suite (CI runs this)"
+	@echo "make test-fast   the suite without the end-to-end and live-service tests (minutes, for the edit loop)"
+	@echo "make test-system   only the browser, schedule, backfill and fault tests against live Airflow services"
 	@echo "make ui     start Airflow and MLflow on localhost over .argus/"
 	@echo "make bench  run every benchmark under benchmarks/ and print a table"
 	@echo "make lint   ruff"
@@ -34,9 +35,12 @@ demo: $(STAMP)
 	@ARGUS_INSTALL_S=$$(cat $(VENV)/.install_seconds 2>/dev/null || echo 0) scripts/run_demo.sh
 
 test: $(STAMP)
-	@. scripts/env.sh && $(VENV)/bin/python -m pytest --ignore=tests/system $(PYTEST_ARGS)
+	@. scripts/env.sh && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# Browser, schedule, backfill and fault tests against live Airflow services (issue 6; not yet in CI).
+test-fast: $(STAMP)
+	@. scripts/env.sh && $(VENV)/bin/python -m pytest --ignore=tests/system --ignore=tests/e2e $(PYTEST_ARGS)
+
+# Browser, schedule, backfill and fault tests against live Airflow services (part of `make test`).
 test-system: $(STAMP)
 	@. scripts/env.sh && $(VENV)/bin/python -m pytest tests/system $(PYTEST_ARGS)
 
