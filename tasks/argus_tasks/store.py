@@ -13,6 +13,7 @@ a local path: the file itself for a local store, or a cached download for a remo
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -20,7 +21,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from argus_tasks.contract import ENV_SCRATCH
+from argus_tasks.contract import ENV_SCRATCH, PermanentStepError, TransientStepError
+
+# Write errors that may clear up (space freed, quota raised): the step is retried. Access errors fail it.
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_ACCESS_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def is_remote(url: str) -> bool:
@@ -52,6 +57,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def write_error(where: str, size: int, exc: OSError) -> Exception:
+    """A step error that says which file could not be written, why, and what to do."""
+    kept = "nothing was half-written: the previous version of the file, if any, is intact"
+    if exc.errno in _SPACE_ERRNOS:
+        return TransientStepError(
+            f"could not write {where} ({size / 1e6:.1f} MB): {exc.strerror or exc} (errno {exc.errno}); "
+            f"{kept}. Free space on the store's volume or raise the file-size limit or quota; the step is "
+            "retried and resumes from what was saved.")
+    if exc.errno in _ACCESS_ERRNOS:
+        return PermanentStepError(
+            f"could not write {where}: {exc.strerror or exc} (errno {exc.errno}); {kept}. The step's user "
+            f"(uid {os.getuid()}) needs write access to the store (ARGUS_STORE); fix the permissions and clear the task.")
+    return exc
 
 
 def safe_component(value: str) -> str:
@@ -132,12 +152,13 @@ class RunStore:
 
     # ---- writing ---------------------------------------------------------------------------
     def write_bytes(self, relpath: str, data: bytes) -> str:
-        if self.remote:
-            with self.fs.open(self.url(relpath), "wb") as fh:
-                fh.write(data)
+        try:
+            if self.remote:
+                with self.fs.open(self.url(relpath), "wb") as fh:
+                    fh.write(data)
             atomic_write_bytes(self.cache / relpath, data)
-        else:
-            atomic_write_bytes(self.cache / relpath, data)
+        except OSError as exc:
+            raise write_error(self.url(relpath), len(data), exc) from exc
         return self.url(relpath)
 
     def write_json(self, relpath: str, obj: Any) -> str:
