@@ -106,3 +106,70 @@ def test_references_of_each_condition_render_in_range(condition):
     for ref in refs.values():
         out = ref(clear, torch.Generator().manual_seed(0))
         assert out.shape == clear.shape and torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def _kid_by_definition(a, b, n_subsets, subset_size, seed):
+    """Unbiased MMD^2 with the cubic kernel on each subset, computed from scratch (the reference)."""
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, len(a), len(b))
+    vals = []
+    for _ in range(n_subsets):
+        x, y = a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
+        k = lambda p, q: (p @ q.T / a.shape[1] + 1.0) ** 3  # noqa: E731
+        kxx, kyy = k(x, x), k(y, y)
+        vals.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * k(x, y).mean())
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def test_kid_from_precomputed_kernels_matches_the_definition():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(70, 12)), rng.normal(0.2, 1.0, size=(50, 12))
+    expected = _kid_by_definition(a, b, n_subsets=15, subset_size=40, seed=9)
+    got = M.kid(a, b, n_subsets=15, subset_size=40, seed=9)
+    shared = M.kid(a, b, n_subsets=15, subset_size=40, seed=9, kernel_bb=M.poly_kernel(b, b))
+    for out in (got, shared):
+        assert out["kid"] == pytest.approx(expected[0], rel=1e-9) and out["kid_std"] == pytest.approx(expected[1], rel=1e-9)
+    with pytest.raises(ValueError, match="kernel_bb"):
+        M.kid(a, b, kernel_bb=np.zeros((3, 3)))
+
+
+def test_confusion_per_frame_counts_each_frame_separately():
+    rng = np.random.default_rng(5)
+    label = rng.integers(0, 6, size=(7, 9, 11)).astype(np.uint8)
+    label[label == 5] = 255  # ignored
+    pred = rng.integers(0, 5, size=(7, 9, 11)).astype(np.uint8)
+    conf = M.confusion_per_frame(pred, label, 5)
+    assert conf.shape == (7, 5, 5)
+    for i in range(7):
+        for t in range(5):
+            for p in range(5):
+                assert conf[i, t, p] == np.sum((label[i] == t) & (pred[i] == p))
+    assert M.confusion_per_frame(pred[:0], label[:0], 5).shape == (0, 5, 5)
+
+
+def test_image_stats_fast_kernels_match_the_plain_ones():
+    import torch.nn.functional as F
+
+    from argus_tasks.models.references import _box3, image_stats
+
+    x = torch.rand(6, 3, 17, 23, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_box3(x), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
+    stats = image_stats(x)
+    torch.testing.assert_close(stats[3:6], x.std((0, 2, 3)), rtol=1e-4, atol=1e-6)
+    mx, mn = x.max(1).values, x.min(1).values
+    torch.testing.assert_close(stats[14], ((mx - mn) / (mx + 1e-3)).mean())
+
+
+def test_segmenter_one_pass_gives_logits_and_features():
+    from argus_tasks.models.segmenter import UNetSegmenter, predict
+
+    torch.manual_seed(0)
+    seg = UNetSegmenter(width=4).eval()
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        logits, feats = seg.forward_with_features(x)
+        torch.testing.assert_close(logits, seg(x))
+        torch.testing.assert_close(feats, seg.features(x))
+    pred, f = predict(seg, x, batch_size=2)
+    assert pred.shape == (5, 16, 16) and f.shape == (5, seg.feature_dim)
+    np.testing.assert_allclose(f, feats.numpy(), rtol=1e-5, atol=1e-6)

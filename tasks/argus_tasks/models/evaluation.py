@@ -3,14 +3,15 @@
 For one candidate on the frozen evaluation frames it produces the metrics (KID, class-wise and
 aggregate realism gap, label preservation, sanity gates) and the bootstrap-ready per-frame
 records (confusion counts of the segmenter on every generated frame against its source clear
-labels, and the encoder features). The real adverse side is computed once per condition and
-shared by every candidate, which is what makes the comparisons paired.
+labels, and the encoder features). The real adverse side (predictions, features and the KID
+kernel among the real frames) is computed once per condition and shared by every candidate,
+which is what makes the comparisons paired.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,6 +27,11 @@ KID_SUBSET_SIZE = 100
 class RealSide:
     conf: np.ndarray  # (M, C, C)
     features: np.ndarray  # (M, D)
+    kernel: np.ndarray | None = field(default=None, repr=False)  # (M, M) KID kernel among the real frames
+
+    def __post_init__(self):
+        if self.kernel is None:
+            self.kernel = M.poly_kernel(self.features, self.features)
 
 
 @dataclass
@@ -62,16 +68,16 @@ def evaluate_candidate(name: str, translate_fn: Callable[[torch.Tensor], torch.T
     pred, feats = predict(segmenter, safe)
     gen_conf = M.confusion_per_frame(pred, segmenter.map_labels(source_labels).numpy(), segmenter.num_classes)
     gaps = M.realism_gaps(gen_conf, real.conf)
-    k = M.kid(feats, real.features, n_subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=seed)
+    k = M.kid(feats, real.features, n_subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=seed,
+              kernel_bb=real.kernel)
     sanity = M.sanity_gates(generated.numpy(), source.numpy(), feats, real.features)
-    label_pres = M.mean_iou(gen_conf.sum(0))
-    if not bool(finite):
-        label_pres = float("nan")
+    miou_generated = M.mean_iou(gen_conf.sum(0))
+    label_pres = miou_generated if bool(finite) else float("nan")
     metrics = {
         "kid": k["kid"], "kid_std": k["kid_std"],
         "classwise_gap": gaps["classwise_gap"], "aggregate_gap": gaps["aggregate_gap"],
         "label_preservation": label_pres,
-        "miou_generated": M.mean_iou(gen_conf.sum(0)), "miou_real": M.mean_iou(real.conf.sum(0)),
+        "miou_generated": miou_generated, "miou_real": M.mean_iou(real.conf.sum(0)),
         "mean_abs_change": sanity["mean_abs_change"], "feature_variance_ratio": sanity["feature_variance_ratio"],
         "sanity_passed": float(sanity["passed"]),
     }

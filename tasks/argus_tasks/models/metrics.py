@@ -19,14 +19,15 @@ IGNORE_ID = 255
 
 def confusion_per_frame(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
     """(N, C, C) int64 counts; rows = ground truth, columns = prediction; ignore id skipped."""
-    pred = np.asarray(pred).reshape(pred.shape[0], -1).astype(np.int64)
-    label = np.asarray(label).reshape(label.shape[0], -1).astype(np.int64)
-    out = np.zeros((pred.shape[0], num_classes, num_classes), dtype=np.int64)
-    for i in range(pred.shape[0]):
-        keep = label[i] < num_classes
-        idx = label[i][keep] * num_classes + pred[i][keep]
-        out[i] = np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-    return out
+    pred, label = np.asarray(pred), np.asarray(label)
+    n, pixels = pred.shape[0], int(np.prod(pred.shape[1:]))
+    pred = pred.reshape(n, pixels).astype(np.int64)
+    label = label.reshape(n, pixels).astype(np.int64)
+    cells = num_classes * num_classes
+    keep = label < num_classes
+    # one bincount over all frames: frame i's cells are offset by i * C * C
+    idx = (np.arange(n, dtype=np.int64)[:, None] * cells + label * num_classes + pred)[keep]
+    return np.bincount(idx, minlength=n * cells).reshape(n, num_classes, num_classes)
 
 
 def iou_from_confusion(conf: np.ndarray) -> np.ndarray:
@@ -67,14 +68,24 @@ def realism_gaps(gen_conf: np.ndarray, real_conf: np.ndarray) -> dict[str, objec
     }
 
 
-def _poly_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    d = a.shape[1]
-    return (a @ b.T / d + 1.0) ** 3
+def poly_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The KID kernel ``(a.b / d + 1)^3`` between every row of ``a`` and every row of ``b``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    k = a @ b.T / a.shape[1] + 1.0
+    return k * k * k
 
 
 def kid(feat_a: np.ndarray, feat_b: np.ndarray, n_subsets: int = 50, subset_size: int = 100,
-        seed: int = 0) -> dict[str, float]:
-    """Kernel Inception Distance (in any feature space): mean and std of unbiased MMD^2 over subsets."""
+        seed: int = 0, kernel_bb: np.ndarray | None = None) -> dict[str, float]:
+    """Kernel Inception Distance (in any feature space): mean and std of unbiased MMD^2 over subsets.
+
+    Each subset draws ``m = min(subset_size, n_a, n_b)`` rows of each side without replacement;
+    its MMD^2 uses the kernel values among those rows. The kernel is evaluated once between all
+    rows (three matrix products instead of three per subset); ``kernel_bb`` is
+    ``poly_kernel(feat_b, feat_b)`` when the caller already has it (the real side, shared by
+    every candidate of an evaluation).
+    """
     a = np.asarray(feat_a, dtype=np.float64)
     b = np.asarray(feat_b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
@@ -82,15 +93,19 @@ def kid(feat_a: np.ndarray, feat_b: np.ndarray, n_subsets: int = 50, subset_size
     m = min(subset_size, a.shape[0], b.shape[0])
     if m < 2:
         return {"kid": float("nan"), "kid_std": float("nan")}
+    if kernel_bb is None:
+        kernel_bb = poly_kernel(b, b)
+    elif kernel_bb.shape != (b.shape[0], b.shape[0]):
+        raise ValueError(f"kernel_bb has shape {kernel_bb.shape}, expected {(b.shape[0], b.shape[0])}")
+    kaa, kab = poly_kernel(a, a), poly_kernel(a, b)
     rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_subsets):
-        x = a[rng.choice(a.shape[0], m, replace=False)]
-        y = b[rng.choice(b.shape[0], m, replace=False)]
-        kxx, kyy, kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+    vals = np.empty(n_subsets)
+    for s in range(n_subsets):
+        ia = rng.choice(a.shape[0], m, replace=False)
+        ib = rng.choice(b.shape[0], m, replace=False)
+        kxx, kyy = kaa[np.ix_(ia, ia)], kernel_bb[np.ix_(ib, ib)]
         off = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-        vals.append(off - 2.0 * kxy.mean())
-    vals = np.asarray(vals)
+        vals[s] = off - 2.0 * kab[np.ix_(ia, ib)].mean()
     return {"kid": float(vals.mean()), "kid_std": float(vals.std())}
 
 

@@ -31,16 +31,39 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
     return (x * LUMA.to(x.device)).sum(1, keepdim=True)
 
 
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 mean of every pixel over its neighbours inside the frame: ``avg_pool2d(x, 3, 1, 1,
+    count_include_pad=False)`` as two separable sums over a zero-padded copy (~6x faster on a CPU)."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1))
+    rows = p[..., :, :-2] + p[..., :, 1:-1] + p[..., :, 2:]
+    sums = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
+    count_h = torch.full((h, 1), 3.0, dtype=x.dtype)
+    count_w = torch.full((1, w), 3.0, dtype=x.dtype)
+    for counts in (count_h.view(-1), count_w.view(-1)):  # the border rows/columns have one neighbour less
+        counts[0] -= 1.0
+        counts[-1] -= 1.0
+    return sums / (count_h * count_w)
+
+
 def image_stats(x: torch.Tensor) -> torch.Tensor:
-    """A short statistics vector of a batch of frames (what calibration matches)."""
+    """A short statistics vector of a batch of frames (what calibration matches).
+
+    Calibration evaluates it a few hundred times on 64 frames, so it avoids slow CPU kernels
+    (``max(dim)`` with indices, Welford ``std``, ``avg_pool2d``) for equivalent fast ones.
+    """
     y = _luma(x)
     rows = F.adaptive_avg_pool2d(y, (8, 1)).mean(0).flatten()
-    mx, mn = x.max(1).values, x.min(1).values
+    mx, mn = x.amax(1), x.amin(1)
     sat = ((mx - mn) / (mx + 1e-3)).mean().view(1)
-    hf = (x - F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)).abs().mean().view(1) * 4.0
+    hf = (x - _box3(x)).abs().mean().view(1) * 4.0
     flat = y.flatten()[:: max(1, y.numel() // 4096)].sort().values
     q = flat[[int(f * (flat.numel() - 1)) for f in (0.05, 0.5, 0.95)]]
-    return torch.cat([x.mean((0, 2, 3)), x.std((0, 2, 3)), rows, sat, hf, q])
+    mean = x.mean((0, 2, 3))
+    n = x.numel() // x.shape[1]
+    # unbiased std per channel (as Tensor.std) from the first two moments; frames are in [0, 1]
+    std = ((x * x).mean((0, 2, 3)) - mean * mean).clamp(min=0).mul(n / max(n - 1, 1)).sqrt()
+    return torch.cat([mean, std, rows, sat, hf, q])
 
 
 def _line_kernel(length: int, angle_deg: float) -> torch.Tensor:
@@ -158,7 +181,7 @@ class RainRender(Reference):
         n, _, h, w = x.shape
         img = x * p["exposure"]
         if p["blur"] > 0:
-            img = (1 - p["blur"]) * img + p["blur"] * F.avg_pool2d(img, 3, 1, 1, count_include_pad=False)
+            img = (1 - p["blur"]) * img + p["blur"] * _box3(img)
         img = (1 - p["veil"]) * img + p["veil"] * p["veil_gray"]
         seeds = (torch.rand(n, 1, h, w, generator=gen) < p["density"]).to(x.dtype)
         k = _line_kernel(int(p["length"]), p["angle"]).to(x.dtype)

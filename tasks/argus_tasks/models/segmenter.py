@@ -64,19 +64,34 @@ class UNetSegmenter(nn.Module):
         m = self.mid(F.max_pool2d(e3, 2))
         return e1, e2, e3, m
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, C, H, W) for frames (N, 3, H, W) in [0, 1]."""
-        e1, e2, e3, m = self._encode(x)
+    def _decode(self, e1, e2, e3, m) -> torch.Tensor:
         up = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)  # noqa: E731
         d3 = self.dec3(torch.cat([up(m), e3], 1))
         d2 = self.dec2(torch.cat([up(d3), e2], 1))
         d1 = self.dec1(torch.cat([up(d2), e1], 1))
         return self.head(d1)
 
+    @staticmethod
+    def _pool(e2, e3, m) -> torch.Tensor:
+        return torch.cat([e2.mean((2, 3)), e3.mean((2, 3)), m.mean((2, 3))], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C, H, W) for frames (N, 3, H, W) in [0, 1]."""
+        return self._decode(*self._encode(x))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder features for KID: global-average-pooled activations of three scales."""
         _, e2, e3, m = self._encode(x)
-        return torch.cat([e2.mean((2, 3)), e3.mean((2, 3)), m.mean((2, 3))], 1)
+        return self._pool(e2, e3, m)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(forward(x), features(x))`` from one encoder pass."""
+        e1, e2, e3, m = self._encode(x)
+        return self._decode(e1, e2, e3, m), self._pool(e2, e3, m)
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(block[0].out_channels for block in (self.enc2, self.enc3, self.mid))
 
     def map_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return self.label_lut[labels.long()]
@@ -114,6 +129,8 @@ def train_segmenter(frames: torch.Tensor, labels: torch.Tensor, steps: int = 130
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(seed)
+    # channels_last: oneDNN's convolutions (forward and backward) run ~15-20% faster on a CPU
+    model.to(memory_format=torch.channels_last)
     model.train()
     started = last = time.time()
     step = 0
@@ -127,6 +144,7 @@ def train_segmenter(frames: torch.Tensor, labels: torch.Tensor, steps: int = 130
             y = torch.where(flip.view(-1, 1, 1), y.flip(-1), y)
             # mild photometric jitter: the segmenter should not be brittle to exposure alone
             x = (x * (0.8 + 0.4 * torch.rand(x.shape[0], 1, 1, 1, generator=gen))).clamp(0, 1)
+            x = x.contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(x), y, weight=weights, ignore_index=IGNORE_ID)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -142,7 +160,7 @@ def train_segmenter(frames: torch.Tensor, labels: torch.Tensor, steps: int = 130
                          step, steps, float(loss.detach()), rate, (steps - step) / max(rate, 1e-9))
         if step >= steps:
             break
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()  # the registered weights in the default layout
     log.info("segmenter trained: %d steps in %.1fs", step, time.time() - started)
     return model
 
@@ -153,7 +171,11 @@ def predict(model: UNetSegmenter, frames: torch.Tensor, batch_size: int = 64) ->
     model.eval()
     preds, feats = [], []
     for i in range(0, frames.shape[0], batch_size):
-        x = frames[i:i + batch_size].float()
-        preds.append(model(x).argmax(1).to(torch.uint8))
-        feats.append(model.features(x))
+        # channels_last activations: about 1.5x faster convolutions on a CPU (oneDNN), same results
+        x = frames[i:i + batch_size].float().contiguous(memory_format=torch.channels_last)
+        logits, f = model.forward_with_features(x)
+        preds.append(logits.argmax(1).to(torch.uint8))
+        feats.append(f)
+    if not preds:
+        return np.zeros((0, *frames.shape[2:]), np.uint8), np.zeros((0, model.feature_dim), np.float32)
     return torch.cat(preds).numpy(), torch.cat(feats).numpy().astype(np.float32)

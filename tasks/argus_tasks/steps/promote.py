@@ -120,8 +120,10 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
 
     from argus_tasks.models.decision import Policy, decide
     from argus_tasks.models.registry_adapter import Registry, promotion_lock, weather_model_name
+    from argus_tasks.models.runtime import cpu_threads, limit_blas_threads
     from argus_tasks.tracking import step_run
 
+    limit_blas_threads(cpu_threads(None))  # the bootstrap's small matrix products: threads only wait
     c, out = args.condition, f"promote/{args.condition}"
     approval = parse_approval(args.approval)
     validation = _validation(ctx)
