@@ -60,7 +60,13 @@ class WeatherTranslator:
         return contextlib.nullcontext()
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
+        """A batch on the model's device as floats in [0, 1]; uint8 batches are converted there."""
+        if x.dtype == torch.uint8:
+            if x.device.type == "cpu" and self.device.type == "cuda":
+                x = x.pin_memory()
+            x = x.to(self.device, non_blocking=True).float().div_(255.0)
+        else:
+            x = x.to(self.device, non_blocking=True)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

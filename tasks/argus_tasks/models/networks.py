@@ -176,7 +176,7 @@ class WeatherGenerator(nn.Module):
 
     def layer_channels(self, layers: tuple[int, ...]) -> list[int]:
         with torch.no_grad():
-            dummy = torch.zeros(1, 3, 4 * 2 ** 4, 4 * 2 ** 4)
+            dummy = torch.zeros(1, 3, 4 * 2 ** 4, 4 * 2 ** 4, device=next(self.parameters()).device)
             return [f.shape[1] for f in self.encode(dummy, layers)]
 
 
