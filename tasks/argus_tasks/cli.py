@@ -29,6 +29,7 @@ from pathlib import Path
 
 from argus_tasks.contract import EXIT_OK, StepContext, StepError
 from argus_tasks.store import atomic_write_bytes
+from argus_tasks.tracking import outage_error
 
 # name -> (module, is a DAG step)
 COMMANDS: dict[str, tuple[str, bool]] = {
@@ -125,7 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         log.info("step %s starting: dag=%s run=%s try=%s map_index=%s store=%s",
                  where, ctx.dag_id, ctx.run_id, ctx.try_number, ctx.map_index, ctx.run.url())
     try:
-        result = module.run(args, ctx) or {}
+        try:
+            result = module.run(args, ctx) or {}
+        except StepError:
+            raise
+        except Exception as exc:
+            outage = outage_error(exc)  # MLflow went away mid-step: retryable, not a crash
+            if outage is None:
+                raise
+            raise outage from exc
     except StepError as exc:
         log.error("step %s failed (%s): %s", where, type(exc).__name__, exc)
         if is_step:

@@ -41,6 +41,26 @@ def ensure_reachable() -> None:
         ) from exc
 
 
+_OUTAGE_SIGNS = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
+                 "Connection aborted", "Read timed out", "RemoteDisconnected")
+
+
+def outage_error(exc: BaseException) -> TransientStepError | None:
+    """A retryable error naming the tracking URI when ``exc`` means MLflow stopped answering mid-step."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for e in chain:
+        from_mlflow_or_http = type(e).__module__.split(".")[0] in {"mlflow", "requests", "urllib3"}
+        if from_mlflow_or_http and any(sign in str(e) for sign in _OUTAGE_SIGNS):
+            return TransientStepError(
+                f"MLflow tracking server {tracking_uri()} stopped answering during the step "
+                f"({type(e).__name__}: {str(e)[:300]}). Nothing is registered until the step succeeds; "
+                "the step will be retried and reopens its MLflow run.")
+    return None
+
+
 def find_run(client, experiment_id: str, tags: dict[str, str]):
     """The newest run of ``experiment_id`` carrying all ``tags``, or None."""
     flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
