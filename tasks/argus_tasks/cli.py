@@ -99,6 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_step(module, args, ctx: StepContext) -> dict:
+    """``module.run``; MLflow going away mid-step becomes a retryable StepError, not a crash."""
+    try:
+        return module.run(args, ctx) or {}
+    except StepError:
+        raise
+    except Exception as exc:
+        outage = outage_error(exc)
+        if outage is None:
+            raise
+        raise outage from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
@@ -126,15 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("step %s starting: dag=%s run=%s try=%s map_index=%s store=%s",
                  where, ctx.dag_id, ctx.run_id, ctx.try_number, ctx.map_index, ctx.run.url())
     try:
-        try:
-            result = module.run(args, ctx) or {}
-        except StepError:
-            raise
-        except Exception as exc:
-            outage = outage_error(exc)  # MLflow went away mid-step: retryable, not a crash
-            if outage is None:
-                raise
-            raise outage from exc
+        result = _run_step(module, args, ctx)
     except StepError as exc:
         log.error("step %s failed (%s): %s", where, type(exc).__name__, exc)
         if is_step:

@@ -158,7 +158,10 @@ class RunStore:
                     fh.write(data)
             atomic_write_bytes(self.cache / relpath, data)
         except OSError as exc:
-            raise write_error(self.url(relpath), len(data), exc) from exc
+            err = write_error(self.url(relpath), len(data), exc)
+            if err is exc:
+                raise
+            raise err from exc
         return self.url(relpath)
 
     def write_json(self, relpath: str, obj: Any) -> str:

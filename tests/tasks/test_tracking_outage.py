@@ -5,6 +5,7 @@ The outage is real: the client talks to a loopback port where nothing listens.
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -45,3 +46,32 @@ def test_other_errors_are_not_taken_for_an_outage():
             raise RuntimeError("logging the sample grid failed") from inner
     except RuntimeError as outer:
         assert outage_error(outer) is not None, "the cause chain is followed"
+
+
+STEP_THAT_LOSES_MLFLOW = '''
+import mlflow
+
+def add_arguments(parser):
+    pass
+
+def run(args, ctx):
+    mlflow.MlflowClient().get_run("0" * 32)  # the tracking server is gone
+'''
+
+
+def test_the_cli_turns_an_outage_inside_a_step_into_exit_75_and_records_it(monkeypatch, tmp_path):
+    from argus_tasks import cli
+
+    (tmp_path / "argus_outage_step.py").write_text(STEP_THAT_LOSES_MLFLOW)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.COMMANDS, "outage", ("argus_outage_step", True))
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    for key, value in {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "ARGUS_STORE": str(tmp_path / "store"),
+                       "ARGUS_DAG_ID": "d", "ARGUS_RUN_ID": "r",
+                       "ARGUS_XCOM_RETURN": str(tmp_path / "return.json")}.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["outage"]) == EXIT_TRANSIENT
+    failure = json.loads((tmp_path / "store" / "runs" / "d" / "r" / "outage" / "failure.json").read_text())
+    assert failure["exit_code"] == EXIT_TRANSIENT and failure["error"] == "TransientStepError"
+    assert uri in failure["message"]

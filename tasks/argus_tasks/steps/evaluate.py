@@ -108,10 +108,10 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
             # recorded without metrics: promote then refuses (fails closed) and says why
             champion_error = f"champion v{champ_mv.version} could not be loaded: {exc}"
             log.error("%s", champion_error)
-    if champion_error is None and champ_mv is not None and str(champ_mv.version) != str(trained["model_version"]):
-        candidates["champion"] = {"fn": lambda x, g=champion: translate(g, x, seed=args.seed),
-                                  "name": f"{name} v{champ_mv.version}", "version": str(champ_mv.version),
-                                  "learned": True, "content_hash": champ_mv.tags.get("argus.content_hash")}
+        else:
+            candidates["champion"] = {"fn": lambda x, g=champion: translate(g, x, seed=args.seed),
+                                      "name": f"{name} v{champ_mv.version}", "version": str(champ_mv.version),
+                                      "learned": True, "content_hash": champ_mv.tags.get("argus.content_hash")}
     cal_clear, _ = F.load_frames(root, F.select(manifest, "clear", ("train",), args.calibration_frames, args.seed),
                                  size=size, labels=False)
     cal_adv, _ = F.load_frames(root, F.select(manifest, c, ("train",), args.calibration_frames, args.seed),
