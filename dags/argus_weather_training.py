@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, task, task_group
 
 from argus_airflow import settings
 from argus_airflow.approval import ConditionalApprovalOperator
 from argus_airflow.factory import MAP_INDEX_TEMPLATE, heavy_step
+from argus_airflow.run_timeout import APPROVAL_WINDOW, dagrun_timeout
 from argus_airflow.training_params import training_params
-from argus_airflow.training_steps import EVALUATE, PROMOTE, PULL, REPORT, SEGMENTER, TRAIN, VALIDATE
+from argus_airflow.training_steps import EVALUATE, GROUP_ID, PROMOTE, PULL, REPORT, SEGMENTER, TRAIN, VALIDATE
 
 SETTINGS = settings.load()
 
@@ -23,11 +24,13 @@ and `approve` is a **heavy step**: the task image's `argus-task` command, run as
 
 1. **pull** the frames of this run's data interval from the DVC dataset registry (revision: `dataset_rev`);
 2. **validate** them with Great Expectations: a few bad frames are quarantined, more fail the run;
-3. per condition (mapped; the map index is the condition): **train** a generator, **evaluate** it with
-   the reference **segmenter** against the champion and non-learned references, optionally wait for a
-   person to **approve**, then **promote** it to the `champion` alias only if it is better with
-   statistical confidence;
-4. **report**: a summary table with links, whatever happened upstream.
+3. per condition, in one task group mapped over the conditions (the map index is the condition):
+   **train** a generator, **evaluate** it with the reference **segmenter** against the champion and
+   non-learned references, optionally wait for a person to **approve** (no answer within the approval
+   window rejects), then **promote** it to the `champion` alias only if it is better with statistical
+   confidence. Each condition goes on on its own: a failed or waiting condition holds up no other;
+4. **report**: a summary table with links, whatever happened upstream; the run ends failed when any
+   step of any condition failed.
 
 **Reruns are safe.** Outputs live under `<store>/runs/<dag_id>/<run_id>/` and are written atomically;
 a retried `train` resumes from its last checkpoint, a finished one returns its result, the model
@@ -45,7 +48,9 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=2,
-    dagrun_timeout=timedelta(hours=24),
+    # the approval window plus every step of the longest path with all its retries
+    dagrun_timeout=dagrun_timeout((PULL, VALIDATE, TRAIN, EVALUATE, PROMOTE, REPORT), SETTINGS.retries,
+                                  timedelta(seconds=SETTINGS.retry_delay_s)),
     # ARGUS_PARAM_DEFAULTS (JSON) lets a deployment change what its scheduled runs do
     params=training_params("full" if SETTINGS.kubernetes else "tiny", SETTINGS.param_defaults),
     doc_md=DOC,
@@ -65,19 +70,25 @@ with DAG(
 
         raise AirflowFailException("a step of this run failed: see the report and the failed task's log")
 
-    conditions = select_conditions()
     pull = heavy_step(PULL, settings=SETTINGS)
     validate = heavy_step(VALIDATE, settings=SETTINGS)
     segmenter = heavy_step(SEGMENTER, settings=SETTINGS)
-    train = heavy_step(TRAIN, mapped=True, settings=SETTINGS).expand(condition=conditions)
-    evaluate = heavy_step(EVALUATE, mapped=True, settings=SETTINGS).expand(condition=conditions)
-    approve = ConditionalApprovalOperator.partial(
-        task_id="approve", map_index_template=MAP_INDEX_TEMPLATE, response_timeout=timedelta(days=3)
-    ).expand(condition=conditions)
-    promote = heavy_step(PROMOTE, mapped=True, settings=SETTINGS).expand(condition=conditions)
     report = heavy_step(REPORT, settings=SETTINGS, trigger_rule=TriggerRule.ALL_DONE)
+    outcome = run_outcome()
 
-    pull >> validate >> [segmenter, train]
-    conditions >> train
-    [train, segmenter] >> evaluate >> approve >> promote >> report
-    [pull, validate, segmenter, train, evaluate, approve, promote, report] >> run_outcome()
+    @task_group(group_id=GROUP_ID, prefix_group_id=False)
+    def per_condition(condition):
+        """train -> evaluate -> approve -> promote for one condition, independent of the other conditions."""
+        train = heavy_step(TRAIN, settings=SETTINGS, condition=condition)
+        evaluate = heavy_step(EVALUATE, settings=SETTINGS, condition=condition)
+        approve = ConditionalApprovalOperator(task_id="approve", condition=condition,
+                                              map_index_template=MAP_INDEX_TEMPLATE,
+                                              response_timeout=APPROVAL_WINDOW)
+        promote = heavy_step(PROMOTE, settings=SETTINGS, condition=condition)
+        validate >> train >> evaluate >> approve >> promote >> report
+        segmenter >> evaluate
+        [train, evaluate, approve, promote] >> outcome
+
+    pull >> validate >> segmenter
+    per_condition.expand(condition=select_conditions())
+    [pull, validate, segmenter, report] >> outcome

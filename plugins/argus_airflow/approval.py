@@ -4,7 +4,9 @@ Airflow's ``ApprovalOperator`` (HITL) with two changes for this pipeline:
 
 * when the run's ``require_approval`` Param is off it returns at once ("not required");
 * a rejection does not skip ``promote``: ``promote`` still runs, records the rejection in the
-  decision record and moves nothing, so every outcome is traceable in MLflow and the report.
+  decision record and moves nothing, so every outcome is traceable in MLflow and the report;
+* no answer within ``response_timeout`` rejects (fails closed): the scheduler's timeout sweep applies
+  the default option, ``Reject``, and the result says ``timed_out`` so the report can say so.
 
 The request shows the evaluation comparison table of this condition and where its sample grids are.
 """
@@ -51,6 +53,7 @@ class ConditionalApprovalOperator(ApprovalOperator):
     def __init__(self, *, condition: str | None = None, **kwargs):
         kwargs.setdefault("subject", "Promote the new weather model?")
         kwargs.setdefault("body", "")
+        kwargs.setdefault("defaults", [self.REJECT])  # the answer when nobody answers in time
         super().__init__(**kwargs)
         self.condition = condition
 
@@ -68,11 +71,15 @@ class ConditionalApprovalOperator(ApprovalOperator):
         payload = HITLOperator.execute_complete(self, context, event)
         chosen = payload["chosen_options"][0]
         user = payload.get("responded_by_user") or {}
-        approved = chosen == self.APPROVE
-        self.log.info("%s: %s by %s", self.condition, "approved" if approved else "REJECTED", user)
+        timed_out = bool(event.get("timedout")) and not user
+        approved = chosen == self.APPROVE and not timed_out
+        who = f"nobody within {self.response_timeout} (timed out)" if timed_out else (
+            user.get("name") or user.get("id") or "unknown")
+        self.log.info("%s: %s by %s", self.condition, "approved" if approved else "REJECTED", who)
         return {
             "required": True,
             "approved": approved,
-            "by": user.get("name") or user.get("id") or "unknown",
+            "timed_out": timed_out,
+            "by": who,
             "at": str(payload.get("responded_at")),
         }

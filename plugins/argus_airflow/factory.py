@@ -8,17 +8,21 @@ from argus_airflow.step_spec import StepSpec, contract_env, operator_defaults
 MAP_INDEX_TEMPLATE = "{{ task.condition }}"
 
 
-def heavy_step(spec: StepSpec, *, mapped: bool = False, settings=None, **overrides):
+def heavy_step(spec: StepSpec, *, mapped: bool = False, settings=None, condition=None, **overrides):
     """The operator for ``spec`` (or its ``.partial(...)`` when ``mapped``; expand over ``condition``).
 
-    ``overrides`` are extra BaseOperator arguments (trigger_rule, pool for a promotion step...).
+    ``condition`` is the weather condition of a step inside the per-condition task group (the group's
+    mapped argument); the map index is then named by it. ``overrides`` are extra BaseOperator
+    arguments (trigger_rule, pool for a promotion step...).
     """
     s = settings or settings_mod.load()
     kwargs = operator_defaults(spec, s)
     kwargs.update(step_spec=spec, cmds=list(spec.command), arguments=spec.full_arguments)
     env = contract_env(s, spec)
-    if mapped:
+    if mapped or condition is not None:
         kwargs["map_index_template"] = MAP_INDEX_TEMPLATE
+    if condition is not None:
+        kwargs["condition"] = condition
     kwargs["env_vars"] = env
     if s.kubernetes:
         from argus_airflow.pod_step import PodStepOperator

@@ -53,14 +53,44 @@ def _params(default_model_config: str) -> dict[str, Param]:
             pattern=r"^[A-Za-z0-9._/-]+$",
         ),
         "data_window": Param(
-            "interval",
+            "cumulative",
             type="string",
-            title="Frames to use",
-            description="Only the frames captured in this run's data interval (scheduled runs and backfills; "
-            "for a manual run, the last complete schedule interval before its logical date, or every frame when "
-            "it has none), or every frame of the revision.",
-            enum=["interval", "all"],
-            values_display={"interval": "Frames of this run's data interval", "all": "Every frame of the revision"},
+            title="Frames to train on",
+            description="Which training frames of the revision to use: every frame captured up to the end of this "
+            "run's data interval (cumulative, the default of scheduled runs and backfills), only the frames "
+            "captured in the interval (new frames only), or every frame of the revision. Whatever the choice, "
+            "champion and challenger are judged on the revision's whole frozen val+test set.",
+            enum=["cumulative", "interval", "all"],
+            values_display={"cumulative": "Every frame up to the end of this run's interval",
+                            "interval": "Only the frames of this run's interval",
+                            "all": "Every frame of the revision"},
+        ),
+        "init_from": Param(
+            "scratch",
+            type="string",
+            title="Initial generator weights",
+            description="Train from a random initialisation, or warm-start from the current champion's weights "
+            "(falls back to scratch when the condition has no champion yet). Recorded in the lineage.",
+            enum=["scratch", "champion"],
+            values_display={"scratch": "From scratch", "champion": "Warm-start from the champion"},
+        ),
+        "min_train_frames": Param(
+            16,
+            type="integer",
+            title="Minimum training frames per condition",
+            description="train fails for a condition with fewer accepted training frames of that condition; the "
+            "other conditions go on.",
+            minimum=1,
+            maximum=1000000,
+        ),
+        "min_eval_frames": Param(
+            16,
+            type="integer",
+            title="Minimum evaluation frames per condition",
+            description="evaluate fails for a condition whose frozen evaluation set (val+test) has fewer clear or "
+            "real frames of that condition than this: a promotion must not rest on a handful of frames.",
+            minimum=1,
+            maximum=1000000,
         ),
         "model_config": Param(
             default_model_config,

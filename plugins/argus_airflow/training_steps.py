@@ -7,6 +7,8 @@ from datetime import timedelta
 from argus_airflow.step_spec import StepSpec
 
 CONDITION = "{{ task.condition }}"
+GROUP_ID = "per_condition"
+"""The task group expanded over the conditions (its task ids are not prefixed: ``train``, ``evaluate``...)."""
 
 PULL = StepSpec(
     name="pull",
@@ -58,6 +60,7 @@ TRAIN = StepSpec(
         "--condition", CONDITION,
         "--model-config", "{{ params.model_config }}",
         "--steps", "{{ params.train_steps or 0 }}",
+        "--min-train-frames", "{{ params.min_train_frames }}",
     ),
     doc="Train the clear-to-condition generator; resumes from its last checkpoint on retry.",
 )

@@ -33,11 +33,15 @@ def test_dags_import_without_errors(dagbag):
     assert DAG_ID in dagbag.dags
 
 
+PER_CONDITION = ("train", "evaluate", "approve", "promote")
+
+
 def test_tasks_and_edges(dag):
     edges = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
     assert set(edges) == HEAVY | {"select_conditions", "approve", "run_outcome"}
     assert edges["pull"] == {"validate", "run_outcome"}
     assert edges["validate"] == {"segmenter", "train", "run_outcome"}
+    assert edges["select_conditions"] == set(PER_CONDITION), "the group is expanded over select_conditions"
     assert edges["train"] == {"evaluate", "run_outcome"}
     assert edges["segmenter"] == {"evaluate", "run_outcome"}
     assert edges["evaluate"] == {"approve", "run_outcome"}
@@ -50,6 +54,32 @@ def test_tasks_and_edges(dag):
     assert dag.get_task("report").trigger_rule == "all_done"
     for task_id in ("train", "evaluate", "promote"):
         assert dag.get_task(task_id).trigger_rule == "all_success", "a failed step must never let promote run"
+
+
+def test_each_condition_runs_in_its_own_instance_of_one_mapped_task_group(dag):
+    """Mapped tasks outside a mapped task group wait for every index upstream: evaluate[fog] for train[*]."""
+    from airflow.sdk.definitions.taskgroup import MappedTaskGroup
+
+    groups = [dag.get_task(t).get_closest_mapped_task_group() for t in PER_CONDITION]
+    group = groups[0]
+    assert isinstance(group, MappedTaskGroup)
+    assert all(g is group for g in groups), "the four steps of a condition share one mapped group"
+    assert list(group._expand_input.value) == ["condition"]
+    assert set(group.children) == set(PER_CONDITION)
+    for task_id in PER_CONDITION:
+        assert not hasattr(dag.get_task(task_id), "expand_input"), f"{task_id} is mapped on its own"
+
+
+def test_the_run_may_last_the_approval_window_plus_training_with_its_retries(dag):
+    from argus_airflow import settings
+    from argus_airflow.run_timeout import APPROVAL_WINDOW
+    from argus_airflow.training_steps import TRAIN
+
+    s = settings.load()
+    train_tries = TRAIN.timeout * (s.retries + 1)
+    assert dag.dagrun_timeout >= APPROVAL_WINDOW + train_tries, dag.dagrun_timeout
+    assert dag.get_task("approve").response_timeout == APPROVAL_WINDOW
+    assert dag.get_task("approve").defaults == ["Reject"], "no answer in time must reject (fail closed)"
 
 
 def test_every_heavy_task_comes_from_its_spec(dag):
@@ -70,17 +100,14 @@ def test_every_heavy_task_comes_from_its_spec(dag):
 
 
 def test_mapped_steps_are_named_by_condition(dag):
-    for task_id in ("train", "evaluate", "approve", "promote"):
-        task = dag.get_task(task_id)
-        assert task.partial_kwargs["map_index_template"] == "{{ task.condition }}"
-        assert "condition" in task.expand_input.value
+    for task_id in PER_CONDITION:
+        assert dag.get_task(task_id).map_index_template == "{{ task.condition }}"
 
 
 def test_promotions_are_serialised_and_gpu_steps_use_the_gpu_pool(dag):
-    assert dag.get_task("promote").partial_kwargs["pool"] == "argus_promotion"
-    for task_id in ("train", "evaluate"):
-        assert dag.get_task(task_id).partial_kwargs["pool"] == "argus_gpu"
-    assert dag.get_task("segmenter").pool == "argus_gpu"
+    assert dag.get_task("promote").pool == "argus_promotion"
+    for task_id in ("train", "evaluate", "segmenter"):
+        assert dag.get_task(task_id).pool == "argus_gpu"
 
 
 def test_scheduling_policy(dag):

@@ -3,12 +3,18 @@
 Runs ``scripts/init_local.sh`` and ``airflow dags test`` in a fresh Argus home exactly like
 ``make demo`` does, then checks the state left in the run folder and in MLflow: runs, registered
 versions, aliases and lineage tags.
+
+The run has two conditions and one of them cannot train: the dataset holds only 4 rain training
+frames, below the run's ``min_train_frames``. Each condition runs in its own instance of the
+per-condition task group, so fog is still trained, evaluated and promoted; the report names the
+failed condition and the run ends failed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -18,13 +24,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DAG_ID = "argus_weather_training"
-CONF = {"conditions": ["fog"], "train_steps": 30, "data_window": "all", "min_frames_per_group": 2}
+CONF = {"conditions": ["fog", "rain"], "train_steps": 30, "data_window": "all", "min_frames_per_group": 2,
+        "min_train_frames": 8}
+DATASET_ARGS = '--scale 0.25 --counts \'{"rain": {"train": 4}}\''
+
 
 
 def _env(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGUS_", "AIRFLOW", "MLFLOW_"))}
     env.update(ARGUS_HOME=str(home), ARGUS_RETRY_DELAY_S="1", ARGUS_RETRIES="1",
-               ARGUS_DATASET_INIT_ARGS=os.environ.get("ARGUS_E2E_DATASET_ARGS", "--scale 0.25"))
+               ARGUS_DATASET_INIT_ARGS=os.environ.get("ARGUS_E2E_DATASET_ARGS", DATASET_ARGS))
     return env
 
 
@@ -42,7 +51,7 @@ def demo_run(tmp_path_factory):
     run = _sh(f"airflow dags test {DAG_ID} 2026-11-19T02:00:00+00:00 -c '{json.dumps(CONF)}'", env)
     log = run.stdout + run.stderr
     (home / "dags-test.log").write_text(log)
-    assert run.returncode == 0, log[-6000:]
+    assert "DagRun Finished" in log, log[-6000:]
     return home, env, log
 
 
@@ -52,17 +61,34 @@ def _client(home: Path):
     return mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
 
 
-def test_every_step_ran_and_left_its_result(demo_run):
-    home, _, log = demo_run
+def _run_dir(home: Path) -> Path:
     runs = list((home / "store" / "runs" / DAG_ID).iterdir())
     assert len(runs) == 1
-    run = runs[0]
+    return runs[0]
+
+
+def test_every_step_of_the_good_condition_ran_and_left_its_result(demo_run):
+    home, _, log = demo_run
+    run = _run_dir(home)
     for where in ("pull", "validate", "segmenter", "train/fog", "evaluate/fog", "promote/fog", "report"):
         assert (run / where / "result.json").exists(), f"{where} left no result"
         assert not (run / where / "failure.json").exists()
-    report = (run / "report" / "report.md").read_text()
-    assert "| fog |" in report
     assert "running" in log and "argus-task" in log  # the local runtime ran the container command
+
+
+def test_the_failed_condition_stops_alone_and_the_run_ends_failed(demo_run):
+    home, _, log = demo_run
+    run = _run_dir(home)
+    failure = json.loads((run / "train" / "rain" / "failure.json").read_text())
+    assert "too few frames to train rain: 4" in failure["message"], failure
+    for where in ("evaluate/rain", "promote/rain"):
+        assert not (run / where).exists(), f"{where} ran after train[rain] failed"
+    report = (run / "report" / "report.md").read_text()
+    assert "| fog | succeeded | succeeded | PROMOTED |" in report, report
+    assert "| rain | failed | not run | no decision (not run) |" in report, report
+    assert "**rain**: train/rain failed: too few frames to train rain" in report, report
+    finished = [line for line in log.splitlines() if "DagRun Finished" in line]
+    assert finished and "state=failed" in finished[-1], finished
 
 
 def test_the_challenger_is_registered_with_lineage(demo_run):
@@ -73,11 +99,17 @@ def test_the_challenger_is_registered_with_lineage(demo_run):
     version = versions[0]
     assert client.get_model_version_by_alias("argus-weather-fog", "challenger").version == version.version
     tags = version.tags
-    for key in ("argus.dag_id", "argus.run_id", "argus.try_number", "argus.map_index", "argus.git_commit",
-                "argus.image"):
-        assert tags.get(key), f"lineage tag {key} missing: {tags}"
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{40}", tags["argus.git_commit"]), tags["argus.git_commit"]
+    assert tags["argus.git_commit"] == head, "lineage names another commit than the checkout that ran"
+    assert tags["argus.image"] == "local-venv"
     assert tags["argus.dag_id"] == DAG_ID
-    assert any("fingerprint" in k for k in tags), tags
+    assert tags["argus.run_id"] == _run_dir(home).name
+    assert tags["argus.try_number"] == "1"
+    assert tags["argus.map_index"] == "0", "fog is the first condition of the mapped task group"
+    assert re.fullmatch(r"[0-9a-f]{64}", tags["argus.dataset_fingerprint"]), tags
+    pulled = json.loads((_run_dir(home) / "pull" / "result.json").read_text())
+    assert tags["argus.dataset_fingerprint"] == pulled["fingerprint"]
     assert any("validation" in k for k in tags), tags
 
 
@@ -87,20 +119,19 @@ def test_the_segmenter_is_registered_once_as_champion(demo_run):
     assert client.get_model_version_by_alias("argus-downstream-segmenter", "champion")
 
 
-def test_the_promotion_decision_is_recorded(demo_run):
+def test_the_first_fog_model_clears_the_floors_and_becomes_champion(demo_run):
+    """Seeded training on seeded data: 30 steps already beat the identity floor by a wide margin."""
     home, _, _ = demo_run
-    run = next((home / "store" / "runs" / DAG_ID).iterdir())
-    decision = json.loads((run / "promote" / "fog" / "result.json").read_text())
-    assert isinstance(decision["promoted"], bool) and decision["reasons"]
+    decision = json.loads((_run_dir(home) / "promote" / "fog" / "result.json").read_text())
+    assert decision["promoted"] is True, decision["reasons"]
+    assert decision["challenger_version"] == "1" and decision["champion_version"] == "1"
+    assert decision["previous_champion"] is None
+    assert any("beats identity" in r for r in decision["reasons"]), decision["reasons"]
     client = _client(home)
-    if decision["promoted"]:
-        champion = client.get_model_version_by_alias("argus-weather-fog", "champion")
-        assert champion.tags.get("argus.decision") or champion.tags
-    else:
-        from mlflow.exceptions import MlflowException
-
-        with pytest.raises(MlflowException):
-            client.get_model_version_by_alias("argus-weather-fog", "champion")
+    champion = client.get_model_version_by_alias("argus-weather-fog", "champion")
+    assert champion.version == "1"
+    assert champion.tags["argus.decision"] == "promoted"
+    assert not client.search_model_versions("name='argus-weather-rain'"), "a rain model was registered"
 
 
 def test_mlflow_runs_carry_the_run_conf(demo_run):

@@ -40,6 +40,27 @@ def _demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=_time, default=None, help="first capture time (default: 8 weeks ago)")
     p.add_argument("--end", type=_time, default=None, help="end of the capture period (default: now)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    p.add_argument("--counts", type=_counts, default=None, metavar="JSON",
+                   help='frame counts of some (condition, split) cells after --scale, e.g. '
+                        '\'{"rain": {"train": 4}}\' (a condition with few frames)')
+
+
+def _counts(value: str) -> dict:
+    from argus_tasks.data.schema import CONDITIONS_ALL, SPLITS
+
+    try:
+        counts = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--counts is not JSON ({exc}): {value!r}") from exc
+    ok = isinstance(counts, dict) and all(
+        c in CONDITIONS_ALL and isinstance(per, dict)
+        and all(s in SPLITS and isinstance(n, int) and n >= 0 for s, n in per.items())
+        for c, per in counts.items())
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"--counts must map conditions {list(CONDITIONS_ALL)} to splits {list(SPLITS)} to counts >= 0, "
+            f"got {value!r}")
+    return counts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,12 +96,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--registry", required=True)
 
 
-def _scaled_counts(scale: float) -> dict:
+def _scaled_counts(scale: float, overrides: dict | None = None) -> dict:
+    """The demo counts times ``scale``, then the cells that ``overrides`` (``--counts``) names."""
     from argus_tasks.data.generate import DEMO_COUNTS
 
     if scale <= 0:
         raise PermanentStepError(f"--scale must be positive, got {scale}")
-    return {c: {s: max(1, round(n * scale)) for s, n in per.items()} for c, per in DEMO_COUNTS.items()}
+    counts = {c: {s: max(1, round(n * scale)) for s, n in per.items()} for c, per in DEMO_COUNTS.items()}
+    for condition, per in (overrides or {}).items():
+        counts.setdefault(condition, {}).update(per)
+    return counts
 
 
 def _check_size(size: int | None) -> None:
@@ -98,7 +123,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         if args.action == "init":
             _check_size(args.size)
             result = Registry(args.registry).init(args.remote, size=args.size, seed=args.seed,
-                                                  counts=_scaled_counts(args.scale), start=args.start,
+                                                  counts=_scaled_counts(args.scale, args.counts), start=args.start,
                                                   end=args.end, workers=args.workers)
         elif args.action == "add-revision":
             result = Registry(args.registry).add_revision(frames=args.frames, source=args.source,
@@ -117,7 +142,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
             from argus_tasks.data.generate import generate_dataset
 
             _check_size(args.size)
-            manifest = generate_dataset(args.out, size=args.size, counts=_scaled_counts(args.scale),
+            manifest = generate_dataset(args.out, size=args.size, counts=_scaled_counts(args.scale, args.counts),
                                         seed=args.seed, start=args.start, end=args.end, workers=args.workers)
             result = {"out": args.out, "frames": len(manifest),
                       "message": f"wrote {len(manifest)} frames of {args.size} px to {args.out}"}
