@@ -64,8 +64,13 @@ def test_interval_selects_capture_times_in_half_open_range(steps, run_id):
     rc, result = steps(pull_args("v1", start.isoformat(), end.isoformat()), run_id)
     assert rc == EXIT_OK
     manifest = pd.read_parquet(steps.run_store(run_id).cache / "data" / "manifest.parquet")
-    assert 0 < len(manifest) < N_TINY == result["n_frames"] + (N_TINY - len(manifest))
-    assert (manifest["capture_time"] >= start).all() and (manifest["capture_time"] < end).all()
+    assert len(manifest) == result["n_frames"] < N_TINY
+    # training frames come from the interval only; val/test frames are the revision's frozen evaluation set
+    train = manifest[manifest["split"] == "train"]
+    assert 0 < len(train) == result["n_train_frames"]
+    assert (train["capture_time"] >= start).all() and (train["capture_time"] < end).all()
+    assert result["n_eval_frames"] == int(manifest["split"].isin(["val", "test"]).sum()) == sum(
+        v["val"] + v["test"] for v in TINY_COUNTS.values())
     rc_all, everything = steps(pull_args("v1", start.isoformat(), end.isoformat(), window="all"), run_id + "-all")
     assert everything["n_frames"] == N_TINY and everything["fingerprint"] != result["fingerprint"]
 

@@ -27,7 +27,13 @@ RESUME_TIMEOUT_S = 420  # start-up + 2 steps + MLflow model logging and registra
 
 
 def _ckpt_steps(folder: Path) -> list[int]:
-    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.pt")) if folder.is_dir() else []
+    """Steps saved under ``folder`` (the checkpoints live in a sub-folder named by the reuse key)."""
+    return sorted(int(p.stem.split("-")[1]) for p in folder.rglob("step-*.pt")) if folder.is_dir() else []
+
+
+def _key_folder(folder: Path) -> Path:
+    (only,) = {p.parent for p in folder.rglob("step-*.pt")}
+    return only
 
 
 def _tail(path: Path) -> str:
@@ -63,15 +69,16 @@ def test_killed_training_resumes_from_the_saved_step(validated_run, steps, tmp_p
     assert proc.returncode == -signal.SIGKILL
     saved = _ckpt_steps(ckpts)
     last = saved[-1]
+    keyed = _key_folder(ckpts)
     assert all(s % STEPS_PER_CKPT == 0 for s in saved), saved
     assert not run.exists("train/fog/result.json")
-    # atomic writes: whatever the kill interrupted, every visible checkpoint is whole
+    # atomic writes: whatever the kill interrupted, every visible checkpoint is whole (and only weights)
     for s in saved:
-        state = torch.load(io.BytesIO((ckpts / f"step-{s:08d}.pt").read_bytes()), map_location="cpu",
-                           weights_only=False)
+        state = torch.load(io.BytesIO((keyed / f"step-{s:08d}.pt").read_bytes()), map_location="cpu",
+                           weights_only=True)
         assert state["step"] == s
     # what a kill during a write leaves behind (a partial temp file) must not disturb the resume
-    (ckpts / f".step-{last + STEPS_PER_CKPT:08d}.pt.torn.tmp").write_bytes(b"PK\x03\x04 torn")
+    (keyed / f".step-{last + STEPS_PER_CKPT:08d}.pt.torn.tmp").write_bytes(b"PK\x03\x04 torn")
 
     target = last + 2
     second = subprocess.run(base + ["--steps", str(target)], env=env, capture_output=True, text=True,

@@ -74,6 +74,33 @@ def read_depth(data_root: Path, row) -> np.ndarray | None:
     return np.asarray(_open(data_root, rel), dtype=np.float32) / 100.0
 
 
+def frame_list_sha256(rows) -> str:
+    """sha256 of a frame list: its frame ids with their frame and label content hashes, sorted by id.
+
+    The same frames give the same hash whatever their order, revision or run (the evaluation set's
+    identity: ``eval_frames_sha256`` of the pull, recorded with the decision).
+    """
+    h = hashlib.sha256(b"argus-frame-list-v1\n")
+    cols = [c for c in ("frame_id", "frame_sha256", "label_sha256") if c in rows.columns]
+    for rec in sorted(rows[cols].astype(str).itertuples(index=False, name=None)):
+        h.update(("\t".join(rec) + "\n").encode())
+    return h.hexdigest()
+
+
+def accepted_fingerprint(run) -> str:
+    """What the later steps train and evaluate on: the pull's fingerprint and the accepted manifest.
+
+    Both enter (a quarantine changes the accepted frames of the same pull). Call it after
+    :func:`load_accepted`, which checks that the two belong together.
+    """
+    result = run.read_json(RESULT)
+    parts = (str(result.get("dataset_fingerprint", "")), str(result.get("accepted_manifest_sha256", "")))
+    if not all(parts):
+        raise PermanentStepError(f"{run.url(RESULT)} lacks dataset_fingerprint or accepted_manifest_sha256; "
+                                 "rerun validate")
+    return hashlib.sha256(("argus-accepted-v1\n" + "\n".join(parts)).encode()).hexdigest()
+
+
 def lineage(run) -> dict:
     """Dataset lineage for MLflow tags: revision, commit, fingerprint and the validation result id."""
     pulled = run.read_json(PULL_JSON) if run.exists(PULL_JSON) else {}

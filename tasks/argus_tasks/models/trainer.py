@@ -3,22 +3,63 @@
 It knows nothing about MLflow or manifests: the caller hands it frames as uint8 tensors already
 in memory (the whole 64 px demo set is a few MB, so there is no input pipeline to stall the
 step), a :class:`CheckpointStore` and an optional ``on_log`` callback for metrics.
+
+SIGTERM (pod eviction, node drain, ``on_kill``) does not lose the work done since the last
+checkpoint: while the loop runs, a handler only sets a flag; at the next step boundary the loop
+saves a checkpoint and raises :class:`TransientStepError` (exit 75), so the retry resumes from it.
+Under DDP the ranks agree on the flag every step, so they stop at the same step.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from argus_tasks.contract import TransientStepError
 from argus_tasks.models.checkpoints import CheckpointStore
 from argus_tasks.models.generator import WeatherTranslator
 
 log = logging.getLogger(__name__)
+
+
+class StopOnSigterm:
+    """While active (in the main thread), SIGTERM sets :attr:`requested` instead of ending the process."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        self._installed = False
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002 - the signal module's signature
+        self.requested = True
+
+    def __enter__(self) -> StopOnSigterm:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._installed = False
+
+    def agreed(self, device: torch.device) -> bool:
+        """The flag, OR-ed over all ranks when a process group is up (every rank stops at one step)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
 
 
 @dataclass
@@ -114,9 +155,13 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
     model.G.train()
     model.D.train()
 
+    saved = start_step  # the newest step on disk
+
     def save(step: int) -> None:
+        nonlocal saved
         if checkpoints is not None and rank == 0:
             checkpoints.save(step, {"model": model.state_dict(), "rng": _rng_state(gen), "config": cfg.to_dict()})
+        saved = step
 
     history: list[dict] = []
     losses: dict[str, float] = {}
@@ -125,34 +170,51 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
     wall_started = last_ckpt = time.time()
     cpu_started = time.process_time()
     done_images = 0
-    while step < steps:
-        if max_seconds is not None and clock() - started >= max_seconds:
-            log.info("time budget of %.0fs reached at step %d", max_seconds, step)
-            break
-        set_lr(step)
-        losses = model.train_step(sample_clear(), sample_adverse())
-        step += 1
-        done_images += cfg.batch_size
-        if rank == 0 and (step % cfg.log_every_steps == 0 or step == steps):
-            now = time.time()
-            rate = done_images / max(now - wall_started, 1e-9)
-            eta = (steps - step) * cfg.batch_size / max(rate, 1e-9)
-            log.info("step %d/%d %s | %.1f images/s | eta %.0fs", step, steps,
-                     " ".join(f"{k} {v:.4f}" for k, v in losses.items()), rate, eta)
-            record = {"step": step, **losses, "images_per_s": rate}
-            history.append(record)
-            if on_log is not None:
-                on_log(step, record)
-        if (step % cfg.checkpoint_every_steps == 0 or time.time() - last_ckpt >= cfg.checkpoint_every_s) \
-                and step < steps:
+    with StopOnSigterm() as stop:
+        while step < steps:
+            if stop.agreed(model.device):
+                if step > saved:
+                    save(step)
+                _stopped_for_retry(step, steps, checkpoints, rank)
+            if max_seconds is not None and clock() - started >= max_seconds:
+                log.info("time budget of %.0fs reached at step %d", max_seconds, step)
+                break
+            set_lr(step)
+            losses = model.train_step(sample_clear(), sample_adverse())
+            step += 1
+            done_images += cfg.batch_size
+            if rank == 0 and (step % cfg.log_every_steps == 0 or step == steps):
+                now = time.time()
+                rate = done_images / max(now - wall_started, 1e-9)
+                eta = (steps - step) * cfg.batch_size / max(rate, 1e-9)
+                log.info("step %d/%d %s | %.1f images/s | eta %.0fs", step, steps,
+                         " ".join(f"{k} {v:.4f}" for k, v in losses.items()), rate, eta)
+                record = {"step": step, **losses, "images_per_s": rate}
+                history.append(record)
+                if on_log is not None:
+                    on_log(step, record)
+            if (step % cfg.checkpoint_every_steps == 0 or time.time() - last_ckpt >= cfg.checkpoint_every_s) \
+                    and step < steps:
+                save(step)
+                last_ckpt = time.time()
+        elapsed = time.time() - wall_started
+        if step > saved:
             save(step)
-            last_ckpt = time.time()
-    elapsed = time.time() - wall_started
-    if step > start_step:
-        save(step)
     images_per_s = done_images / elapsed if elapsed > 0 else 0.0
     return TrainOutcome(steps=step, resumed_from=start_step, final_losses=losses, images_per_s=images_per_s,
-                        train_seconds=elapsed, images=done_images, cpu_seconds=time.process_time() - cpu_started, loss_history=history)
+                        train_seconds=elapsed, images=done_images, cpu_seconds=time.process_time() - cpu_started,
+                        loss_history=history)
+
+
+def _stopped_for_retry(step: int, steps: int, checkpoints: CheckpointStore | None, rank: int) -> None:
+    """After SIGTERM and the save of ``step``: exit 75 (TransientStepError), so the retry resumes from it."""
+    where = checkpoints.path(step) if checkpoints is not None else "(no checkpoint store)"
+    if rank == 0:
+        log.warning("SIGTERM received: stopped at step %d/%d with checkpoint %s saved; exiting for a retry (75)",
+                    step, steps, where)
+    raise TransientStepError(
+        f"training was stopped by SIGTERM (eviction, node drain or a kill) at step {step}/{steps}; the checkpoint "
+        f"{where} holds that step, and the retry resumes from it")
 
 
 def distributed_setup() -> tuple[int, int, torch.device]:

@@ -1,11 +1,19 @@
-"""``argus-task pull``: materialise the frames of a dataset revision and data interval in the run.
+"""``argus-task pull``: materialise the frames of a dataset revision and data window in the run.
 
 Reads the registry named by ``ARGUS_DATASET_REGISTRY`` (a path or git URL; its DVC remote, or the
-``ARGUS_DVC_REMOTE`` override), selects the manifest rows of the revision whose capture time lies
-in ``[interval-start, interval-end)`` (``--window all``: every row), and writes them to
-``<run>/data/``: the frames, labels and depth maps at their relative paths, the filtered
-``manifest.parquet`` and ``pull.json``. Files come through a local content cache, so pulling the
-same revision and interval again transfers nothing and yields the same fingerprint.
+``ARGUS_DVC_REMOTE`` override) and selects two sets of manifest rows of the revision:
+
+* the **window** (what training sees): ``--window cumulative`` (the default) every frame captured
+  before ``interval-end``; ``interval`` the frames captured in ``[interval-start, interval-end)``;
+  ``all`` every frame of the revision;
+* the **frozen evaluation set**: every frame of split ``val`` and ``test`` of the revision, across all
+  intervals, whatever the window, so champion and challenger are judged on the same frames for a
+  given revision. Its frame list hash (``eval_frames_sha256``, :func:`access.frame_list_sha256`)
+  is recorded in ``pull.json`` and the result.
+
+The union of both is written to ``<run>/data/``: the frames, labels and depth maps at their relative
+paths, the filtered ``manifest.parquet`` and ``pull.json``. Files come through a local content
+cache, so pulling the same revision and window again transfers nothing and yields the same fingerprint.
 
 The manifest is passed on as the registry holds it (the validate step judges it); the pull only
 needs the columns it selects and names files with.
@@ -27,6 +35,9 @@ HELP = "Pull the frames of a dataset revision and data interval from the DVC reg
 log = logging.getLogger(__name__)
 
 PULL_COLUMNS = ("frame_id", "capture_time", "frame_path", "label_path", "condition", "split")
+WINDOWS = ("cumulative", "interval", "all")
+TRAIN_SPLIT = "train"
+EVAL_SPLITS = ("val", "test")
 PULL_JSON = "data/pull.json"
 MANIFEST = "data/manifest.parquet"
 
@@ -38,8 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ISO-8601 start of the data interval (inclusive); empty: unbounded")
     parser.add_argument("--interval-end", default="",
                         help="ISO-8601 end of the data interval (exclusive); empty: unbounded")
-    parser.add_argument("--window", choices=("interval", "all"), default="interval",
-                        help="'interval': frames captured in the interval; 'all': every frame of the revision")
+    parser.add_argument("--window", choices=WINDOWS, default="cumulative",
+                        help="training frames: 'cumulative' (default) every frame captured before the interval end; "
+                             "'interval' frames captured in the interval; 'all' every frame of the revision. The "
+                             "evaluation set (all val and test frames of the revision) is pulled whatever the window")
 
 
 def parse_time(value: str, what: str):
@@ -59,20 +72,29 @@ def describe_interval(start, end) -> str:
     return f"[{start.isoformat() if start is not None else '-inf'}, {end.isoformat() if end is not None else '+inf'})"
 
 
-def select(manifest, start, end, window: str):
-    """Rows of ``manifest`` in the window, sorted by frame id."""
+def in_window(manifest, start, end, window: str):
+    """Boolean Series: the rows of ``manifest`` captured in ``window`` (see the module docstring)."""
     import pandas as pd
 
-    rows = manifest
-    if window == "interval":
-        times = pd.to_datetime(manifest["capture_time"], utc=True)
-        keep = pd.Series(True, index=manifest.index)
-        if start is not None:
-            keep &= times >= start
-        if end is not None:
-            keep &= times < end
-        rows = manifest[keep]
-    return rows.sort_values("frame_id", kind="stable").reset_index(drop=True)
+    if window not in WINDOWS:
+        raise PermanentStepError(f"--window {window!r} is not one of {', '.join(WINDOWS)}")
+    keep = pd.Series(True, index=manifest.index)
+    if window == "all":
+        return keep
+    times = pd.to_datetime(manifest["capture_time"], utc=True)
+    if start is not None and window == "interval":
+        keep &= times >= start
+    if end is not None:
+        keep &= times < end
+    return keep
+
+
+def select(manifest, start, end, window: str):
+    """``(rows, n_window)``: the window's rows plus the frozen evaluation set, sorted by frame id."""
+    window_rows = in_window(manifest, start, end, window)
+    evaluation = manifest["split"].astype(str).isin(EVAL_SPLITS)
+    rows = manifest[window_rows | evaluation]
+    return rows.sort_values("frame_id", kind="stable").reset_index(drop=True), int(window_rows.sum())
 
 
 def fingerprint(rows, commit: str) -> str:
@@ -117,6 +139,7 @@ def _remove_stale(data_dir: Path, keep: set[str]) -> int:
 def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     import pandas as pd
 
+    from argus_tasks.data.access import frame_list_sha256
     from argus_tasks.data.fetch import ObjectCache, RegistryClone, RevisionFiles, cache_root, materialise
 
     started = time.time()
@@ -144,16 +167,18 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                 f"the manifest of dataset revision {args.dataset_rev} ({commit[:12]}) lacks column(s) "
                 f"{', '.join(missing_cols)} needed to select frames; the schema (argus_tasks/data/schema.py) "
                 f"requires {', '.join(MANIFEST_COLUMNS)}. Fix the registry and add a new revision.")
-        rows = select(manifest, start, end, args.window)
+        rows, n_window = select(manifest, start, end, args.window)
         interval = {"start": start.isoformat() if start is not None else "",
                     "end": end.isoformat() if end is not None else "", "window": args.window}
-        if rows.empty:
+        if n_window == 0:
             times = pd.to_datetime(manifest["capture_time"], utc=True)
             span = f"{times.min().isoformat()} .. {times.max().isoformat()}" if len(times) else "no frames at all"
+            what = ("captured before " + (end.isoformat() if end is not None else "+inf")
+                    if args.window == "cumulative" else f"captured in the interval {describe_interval(start, end)}")
             raise PermanentStepError(
-                f"no frames of dataset revision {args.dataset_rev} ({commit[:12]}) were captured in the interval "
-                f"{describe_interval(start, end)}; the revision covers {span}. Choose another interval or "
-                "revision, or run with data_window='all'.")
+                f"no frames of dataset revision {args.dataset_rev} ({commit[:12]}) were {what} "
+                f"(window {args.window!r}, interval {describe_interval(start, end)}); the revision covers {span}. "
+                "Choose another interval or revision, or run with data_window='cumulative' or 'all'.")
         listing = files.listing()
         wanted = [*rows["frame_path"].astype(str), *rows["label_path"].astype(str)]
         wanted += [d for d in map(depth_path, rows["frame_path"].astype(str)) if d in listing]
@@ -177,10 +202,15 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                         len(mismatches), mismatches[:3])
         manifest_url = ctx.run.write_dataframe(MANIFEST, rows)
         fp = fingerprint(rows, commit)
+        evaluation = rows[rows["split"].astype(str).isin(EVAL_SPLITS)]
+        n_train = int((rows["split"].astype(str) == TRAIN_SPLIT).sum())
         result = {
             "revision": args.dataset_rev, "commit": commit, "registry": clone.url, "remote": files.remote(),
             "manifest": manifest_url, "counts": counts_by(rows), "n_frames": int(len(rows)),
-            "fingerprint": fp, "interval": interval, "transferred": files.transferred, "copied": copied,
+            "fingerprint": fp, "interval": interval, "window": args.window, "n_window_frames": n_window,
+            "n_train_frames": n_train, "n_eval_frames": int(len(evaluation)),
+            "eval_splits": list(EVAL_SPLITS), "eval_frames_sha256": frame_list_sha256(evaluation),
+            "transferred": files.transferred, "copied": copied,
             "removed_stale": removed, "missing_files": absent[:50], "n_missing_files": len(absent),
             "hash_mismatches": mismatches[:50], "n_hash_mismatches": len(mismatches),
             "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -191,8 +221,13 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         log.info("pulled %d frames (%s) of %s in %.1fs: %d file(s) transferred, %d copied, fingerprint %s",
                  len(rows), ", ".join(f"{c}={sum(v.values())}" for c, v in result["counts"].items()),
                  commit[:12], time.time() - started, files.transferred, copied, fp[:12])
+        log.info("window %r %s: %d frame(s), %d of them training frames; frozen evaluation set: %d val/test "
+                 "frame(s) of the whole revision, frame list sha256 %s", args.window, describe_interval(start, end),
+                 n_window, n_train, len(evaluation), result["eval_frames_sha256"][:12])
         return {k: result[k] for k in ("revision", "commit", "manifest", "counts", "n_frames", "fingerprint",
-                                       "interval", "transferred", "copied", "n_missing_files", "n_hash_mismatches")}
+                                       "interval", "window", "n_window_frames", "n_train_frames", "n_eval_frames",
+                                       "eval_frames_sha256", "transferred", "copied", "n_missing_files",
+                                       "n_hash_mismatches")}
     finally:
         files.close()
 

@@ -4,14 +4,22 @@ Reads only what validation accepted (clear train frames + C train frames), train
 translator (:mod:`argus_tasks.models.generator`) with atomic checkpoints in
 ``train/<C>/checkpoints/`` (a retry resumes from the latest), logs to MLflow (config, per-step
 losses, sample grids, the model with a signature) and registers it as a new version of
-``argus-weather-<C>`` with alias ``challenger``, tagged with the run's lineage. A retry of the
-same Airflow run never creates a second version; a completed step returns its result at once.
-Under torchrun (WORLD_SIZE > 1) every rank trains with DDP and rank 0 does the bookkeeping.
+``argus-weather-<C>`` with alias ``challenger``, tagged with the run's lineage.
+
+Reuse (:mod:`argus_tasks.reuse`): the result, the checkpoint folder
+(``train/<C>/checkpoints/<key>/``), the MLflow run and the registered version all belong to one
+reuse key (accepted data, config incl. ``--init-from``, code). A rerun with the same key returns the
+earlier result (``"reused"``) or resumes its checkpoints and finds its version; a changed key
+recomputes, says why (``"recomputed_because"``), never resumes another key's checkpoints and
+registers a new version. ``--init-from champion`` warm-starts the generator from the current
+champion's weights (scratch, with a log line, when there is none). Under torchrun (WORLD_SIZE > 1)
+every rank trains with DDP and rank 0 does the bookkeeping.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import time
@@ -33,6 +41,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override any config key, e.g. --set lr=5e-4 (repeatable; unknown keys are rejected)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop training after this many seconds even before --steps (a time budget)")
+    p.add_argument("--init-from", choices=("scratch", "champion"), default="scratch",
+                   help="start the generator from scratch (default) or from the weights of the current "
+                        "argus-weather-<condition>@champion (scratch when there is none yet)")
+    p.add_argument("--min-train-frames", type=int, default=1,
+                   help="fail (permanently) when fewer accepted train frames of the condition than this")
+
+
+def require_enough(rows, condition: str, minimum: int) -> None:
+    """A generator trained on a handful of frames must not become a champion: fail before training."""
+    if len(rows) < minimum:
+        raise PermanentStepError(
+            f"too few frames to train {condition}: {len(rows)} accepted {condition}/train frame(s), the run "
+            f"requires at least {minimum} (Param min_train_frames). Pull a dataset revision or data window "
+            "with more frames (data_window=cumulative or all), or lower min_train_frames.")
 
 
 def _config(args):
@@ -48,24 +70,30 @@ def _config(args):
 
 
 def run(args: argparse.Namespace, ctx: StepContext) -> dict:
+    from argus_tasks import reuse
+    from argus_tasks.data.access import accepted_fingerprint, load_accepted
+
     where = f"train/{args.condition}"
-    if ctx.run.exists(f"{where}/result.json"):
-        done = ctx.run.read_json(f"{where}/result.json")
-        log.info("train %s already completed in this run (model %s v%s): returning its result without training",
-                 args.condition, done.get("model_name"), done.get("model_version"))
-        return done
     cfg = _config(args)
+    manifest, root = load_accepted(ctx.run)  # fails closed on data that validate did not accept
+    data_fp = accepted_fingerprint(ctx.run)
+    registry, init = _resolve_init(args)
+    config = {"condition": args.condition, "model_config": cfg.to_dict(), "max_seconds": args.max_seconds,
+              "init_from": args.init_from, "init_from_version": init["version"]}
+    key = reuse.make_key(data_fp, config, ctx.git_commit)
+    verdict = reuse.check(ctx.run, f"{where}/result.json", key, f"train {args.condition}")
+    if verdict.reuse:
+        return verdict.result
 
     import torch
 
-    from argus_tasks.data.access import lineage, load_accepted
+    from argus_tasks.data.access import lineage
     from argus_tasks.models import frames as F
-    from argus_tasks.models.checkpoints import CheckpointStore
+    from argus_tasks.models.checkpoints import CheckpointStore, remove_stale
     from argus_tasks.models.generator import WeatherTranslator
     from argus_tasks.models.runtime import set_threads
     from argus_tasks.models.trainer import distributed_setup, train_translator
 
-    manifest, root = load_accepted(ctx.run)
     clear_rows = F.select(manifest, "clear", ("train",))
     adverse_rows = F.select(manifest, args.condition, ("train",))
     F.require_rows(clear_rows, "clear/train (generator source)", manifest)
@@ -84,19 +112,64 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     # seeded initialisation: the same data, config and seed give the same weights (an A/A rerun is identical)
     torch.manual_seed(cfg.seed)
     model = WeatherTranslator(cfg, args.condition, device)
+    if init["version"] is not None:
+        _warm_start(model, registry, init)
     if world > 1:
         model.wrap_ddp([device.index] if device.type == "cuda" else None)
-    ckpts = CheckpointStore(ctx.run, f"{where}/checkpoints")
+    # checkpoints belong to one key (without the run length: a longer run continues the same trajectory);
+    # those of another key (other data, config, code or init) are never resumed from
+    ckpt_key = reuse.make_key(data_fp, {**config, "max_seconds": None,
+                                        "model_config": {**config["model_config"], "steps": None}}, ctx.git_commit)
+    folder = f"{where}/checkpoints"
+    if rank == 0:
+        stale = remove_stale(ctx.run, folder, ckpt_key.short)
+        if stale:
+            log.warning("train %s: removed checkpoints made for another reuse key: %s", args.condition, stale)
+    ckpts = CheckpointStore(ctx.run, f"{folder}/{ckpt_key.short}")
     log.info("train %s: config %s (head %s, %d steps, batch %d, %d px) on %s x%d; %d clear + %d %s frames; "
-             "generator %d params", args.condition, cfg.name, cfg.head, cfg.steps, cfg.batch_size, cfg.image_size,
-             device, world, len(clear_rows), len(adverse_rows), args.condition, model.n_params["generator"])
+             "generator %d params; init from %s; checkpoints %s", args.condition, cfg.name, cfg.head, cfg.steps,
+             cfg.batch_size, cfg.image_size, device, world, len(clear_rows), len(adverse_rows), args.condition,
+             model.n_params["generator"], init["describe"], ckpts.folder)
     if rank != 0:
         train_translator(model, clear, adverse, steps=cfg.steps, checkpoints=ckpts, seed=cfg.seed, rank=rank,
                          max_seconds=args.max_seconds)
         return _share_result(None, world)
     result = _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, lineage(ctx.run),
-                                 len(clear_rows), len(adverse_rows), train_translator)
-    return _share_result(result, world)
+                                 len(clear_rows), len(adverse_rows), train_translator, key, init)
+    return _share_result(reuse.stamp(result, key, ctx.try_number, verdict.reason), world)
+
+
+def _resolve_init(args) -> tuple[object | None, dict]:
+    """(registry or None, what the generator starts from): scratch, or the current champion's version."""
+    if args.init_from == "scratch":
+        return None, {"requested": "scratch", "from": "scratch", "version": None, "describe": "scratch"}
+    from argus_tasks.models.registry_adapter import CHAMPION, Registry, weather_model_name
+
+    registry = Registry()
+    name = weather_model_name(args.condition)
+    champion = registry.alias(name, CHAMPION)
+    if champion is None:
+        log.warning("train %s: --init-from champion, but %s has no champion yet: training from scratch",
+                    args.condition, name)
+        return registry, {"requested": "champion", "from": "scratch", "version": None,
+                          "describe": f"scratch (no {name}@champion yet)"}
+    return registry, {"requested": "champion", "from": "champion", "version": str(champion.version), "name": name,
+                      "describe": f"{name}@champion v{champion.version}"}
+
+
+def _warm_start(model, registry, init: dict) -> None:
+    """Copy the champion generator's weights into ``model.G`` (same architecture, else a clear error)."""
+    from argus_tasks.models.segmenter_registry import load_version
+
+    champion = load_version(registry, init["name"], init["version"])
+    try:
+        model.G.load_state_dict(champion.state_dict())
+    except RuntimeError as exc:
+        raise PermanentStepError(
+            f"cannot warm-start from {init['describe']}: its generator does not fit model config "
+            f"{model.cfg.name!r} ({str(exc).splitlines()[0][:300]}). Train with init_from=scratch, or with the "
+            "champion's model config.") from exc
+    log.info("warm-started the generator from %s", init["describe"])
 
 
 def _share_result(result: dict | None, world: int) -> dict:
@@ -127,7 +200,7 @@ def log_params_once(mrun, params: dict) -> None:
 
 
 def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, data_lineage,
-                        n_clear, n_adverse, train_translator) -> dict:
+                        n_clear, n_adverse, train_translator, key, init) -> dict:
     import mlflow
     import torch
 
@@ -136,16 +209,22 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
     from argus_tasks.models.registry_adapter import CHALLENGER, Registry, weather_model_name
     from argus_tasks.models.segmenter import content_hash
     from argus_tasks.models.segmenter_registry import log_torch_model
-    from argus_tasks.tracking import run_url, step_run
+    from argus_tasks.tracking import run_url
 
     where = f"train/{args.condition}"
     name = weather_model_name(args.condition)
     registry = Registry()
-    identity = {"argus.dag_id": ctx.dag_id, "argus.run_id": ctx.run_id, "argus.condition": args.condition}
-    with step_run(ctx, "train", args.condition) as mrun:
+    # the reuse key is part of the identity: a retry of the same key finds its version, new data registers anew
+    identity = {"argus.dag_id": ctx.dag_id, "argus.run_id": ctx.run_id, "argus.condition": args.condition,
+                "argus.reuse_key": key.digest}
+    init_tags = {"argus.init_from": init["from"], "argus.init_from_version": init["version"] or "none",
+                 "argus.init_from_requested": init["requested"]}
+    with _mlflow_run(ctx, args.condition, key) as mrun:
         log_params_once(mrun, {**{f"cfg.{k}": v for k, v in cfg.to_dict().items()}, "condition": args.condition,
                                "world_size": world, "device": str(device), "train_frames_clear": n_clear,
-                               f"train_frames_{args.condition}": n_adverse, **model.n_params})
+                               f"train_frames_{args.condition}": n_adverse, **model.n_params,
+                               "init_from": init["from"], "init_from_version": init["version"] or "none",
+                               "init_from_requested": init["requested"], "reuse_key": key.digest})
 
         n = min(N_GRID, clear.shape[0], adverse.shape[0])
         src = clear[:n].float() / 255.0
@@ -178,7 +257,8 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
             source_uri = existing.source
         tags = {**ctx.lineage_tags(), **{f"argus.{k}": v for k, v in data_lineage.items()},
                 "argus.content_hash": digest, "argus.model_config": cfg.name, "argus.head": cfg.head,
-                "argus.steps": str(outcome.steps), "argus.mlflow_run_id": mrun.info.run_id}
+                "argus.steps": str(outcome.steps), "argus.mlflow_run_id": mrun.info.run_id, **init_tags,
+                "argus.code_source_sha256": key.code["source_sha256"]}
         mv, created = registry.register(name, source_uri, mrun.info.run_id, identity, tags,
                                         description=f"clear -> {args.condition} weather generator (CUT family)")
         registry.set_alias(name, CHALLENGER, mv.version)
@@ -194,4 +274,32 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
             "images_per_cpu_s": round(outcome.images / max(outcome.cpu_seconds, 1e-9), 2),
             "samples": sample_url,
             "generator_params": model.n_params["generator"], "train_frames": {"clear": n_clear, args.condition: n_adverse},
+            "init_from": init["from"], "init_from_version": init["version"], "init_from_requested": init["requested"],
+            "checkpoints": ckpts.folder,
         }
+
+
+@contextlib.contextmanager
+def _mlflow_run(ctx, condition: str, key):
+    """The MLflow run of this train and reuse key: a retry of the key reopens it, another key gets its own.
+
+    (``tracking.step_run`` keyed by the reuse key too; it would reopen the run of the earlier data.)
+    """
+    import mlflow
+
+    from argus_tasks.tracking import ensure_reachable, experiment_name, find_run, use_experiment
+
+    ensure_reachable()
+    experiment_id = use_experiment(experiment_name(ctx))
+    identity = {"argus.dag_id": ctx.dag_id, "argus.run_id": ctx.run_id, "argus.step": "train",
+                "argus.condition": condition, "argus.reuse_key": key.digest}
+    tags = {**ctx.lineage_tags(), **identity}
+    previous = find_run(mlflow.MlflowClient(), experiment_id, identity)
+    if previous is not None:
+        log.info("reopening MLflow run %s of an earlier try with the same reuse key", previous.info.run_id)
+        run = mlflow.start_run(run_id=previous.info.run_id)
+        mlflow.set_tags(tags)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{condition}", tags=tags)
+    with run:
+        yield run
