@@ -173,3 +173,50 @@ def test_segmenter_one_pass_gives_logits_and_features():
     pred, f = predict(seg, x, batch_size=2)
     assert pred.shape == (5, 16, 16) and f.shape == (5, seg.feature_dim)
     np.testing.assert_allclose(f, feats.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _mmd2_of_draw(x, y, ix, iy):
+    """Unbiased MMD^2 of the multisets x[ix], y[iy] from scratch, leaving out pairs of copies of one frame."""
+    k = lambda p, q: (p @ q.T / x.shape[1] + 1.0) ** 3  # noqa: E731
+
+    def within(f, idx):
+        kk = k(f[idx], f[idx])
+        keep = idx[:, None] != idx[None, :]  # distinct underlying frames only
+        return kk[keep].mean()
+
+    return within(x, ix) + within(y, iy) - 2 * k(x[ix], y[iy]).mean()
+
+
+def test_cluster_weighted_mmd2_matches_the_definition_on_a_resample_of_whole_sequences():
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(30, 5)), rng.normal(0.3, 1.0, size=(24, 5))
+    seq_x = np.repeat([f"x{i}" for i in range(6)], 5)  # 6 drives of 5 frames
+    seq_y = np.array([f"y{i % 4}" for i in range(24)])  # 4 drives, interleaved frames
+    inv_x, sx = M.cluster_index(seq_x)
+    inv_y, sy = M.cluster_index(seq_y)
+    assert (sx, sy) == (6, 4) and inv_y[:5].tolist() == [0, 1, 2, 3, 0]
+    side_x, side_y = M.ClusteredSide(x, inv_x, sx), M.ClusteredSide(y, inv_y, sy)
+    cross = M.kernel_cluster_sums(x, inv_x, sx, y, inv_y, sy, chunk=7)  # chunked: same sums
+    np.testing.assert_allclose(cross, M.cluster_sums(M.cluster_sums(M.poly_kernel(x, y), inv_x, sx).T, inv_y, sy).T)
+    # all weights 1: the KID of the whole sets
+    whole = M.weighted_mmd2(np.ones(sx), side_x, np.ones(sy), side_y, cross)[0]
+    assert whole == pytest.approx(_mmd2_of_draw(x, y, np.arange(30), np.arange(24)), rel=1e-10)
+    # one resample: drives drawn with replacement, every frame of a drawn drive comes along
+    draw_x, draw_y = np.array([0, 0, 3, 5, 5, 5]), np.array([1, 2, 2, 3])
+    wx, wy = np.bincount(draw_x, minlength=sx), np.bincount(draw_y, minlength=sy)
+    ix = np.concatenate([np.flatnonzero(inv_x == s) for s in draw_x])
+    iy = np.concatenate([np.flatnonzero(inv_y == s) for s in draw_y])
+    got = M.weighted_mmd2(wx[None], side_x, wy[None], side_y, cross)[0]
+    assert got == pytest.approx(_mmd2_of_draw(x, y, ix, iy), rel=1e-10)
+
+
+def test_sanity_from_running_stats_matches_the_whole_array_gates():
+    rng = np.random.default_rng(0)
+    src = rng.random((8, 3, 8, 8)).astype(np.float32)
+    real_f = rng.normal(size=(8, 5))
+    for gen, feat in ((src * 0.5, rng.normal(size=(8, 5))), (src, rng.normal(size=(8, 5))),
+                      (src * 0.5, np.zeros((8, 5))), (src * 2.0, rng.normal(size=(8, 5)))):
+        whole = M.sanity_gates(gen, src, feat, real_f)
+        stats = M.sanity_from_stats(True, float(gen.min()), float(gen.max()), float(np.abs(gen - src).mean()),
+                                    feat, real_f)
+        assert stats["gates"] == whole["gates"] and stats["mean_abs_change"] == pytest.approx(whole["mean_abs_change"])

@@ -4,11 +4,23 @@
 bootstrap is seeded by the policy). It fails closed: anything missing, NaN, unpaired or failed
 gives ``promote=False`` with the reason.
 
-The class-wise realism gap is compared with a paired bootstrap over frames: each resample draws
-source frames (the generated frames of every candidate come from the same source frames, so they
-are resampled together) and real adverse frames, sums their per-frame confusion counts and
-recomputes per-class IoUs, then the gap. The challenger must beat the other candidate with the
-upper end of the CI of ``gap(challenger) - gap(other)`` below ``-margin``.
+**Uncertainty: a paired cluster bootstrap by sequence.** Consecutive frames of one drive are
+strongly correlated, so resampling frames as if independent makes the interval too narrow. Each
+resample draws whole sequences (drives) with replacement, separately on the source side (clear
+frames; the generated frames of every candidate come from them) and on the real adverse side;
+every frame of a drawn sequence comes along. The same draws serve both candidates of a
+comparison (paired), and both metrics:
+
+* the class-wise realism gap: per-frame confusion counts, summed per sequence once, weighted by
+  the draw, give per-class IoUs and the gap; the challenger must beat the other candidate with
+  the upper end of the CI of ``gap(challenger) - gap(other)`` below ``-margin``;
+* KID (unbiased MMD^2 in the segmenter's feature space, on the whole sets): kernel values summed
+  per pair of sequences once, weighted by the draw; against the champion, the upper end of the CI
+  of ``KID(challenger) - KID(champion)`` must not exceed the tolerance
+  ``kid_tolerance * max(|KID(champion)|, kid_abs_floor)`` (a non-inferiority test).
+
+Without sequence ids a side falls back to resampling frames, and the comparison says so. The
+resampling itself is :mod:`argus_tasks.models.bootstrap`.
 """
 
 from __future__ import annotations
@@ -19,7 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from argus_tasks.models.metrics import classwise_gap_from_iou, iou_from_confusion
+from argus_tasks.models.bootstrap import paired_gap_difference, paired_kid_difference
+
+__all__ = ["Candidate", "Decision", "Policy", "decide", "paired_gap_difference", "paired_kid_difference"]
 
 REQUIRED_METRICS = ("kid", "classwise_gap", "aggregate_gap", "label_preservation")
 IDENTITY = "identity"
@@ -37,12 +51,16 @@ class Candidate:
     real_conf: np.ndarray | None = None  # (M, C, C) confusion of S on real adverse frames
     content_hash: str | None = None  # of the weights: equal hashes are the same model
     learned: bool = True
+    gen_seq: np.ndarray | None = None  # (N,) sequence id of each source frame (None: resample frames)
+    real_seq: np.ndarray | None = None  # (M,) sequence id of each real adverse frame
+    gen_features: np.ndarray | None = None  # (N, D) segmenter features of the generated frames (KID)
+    real_features: np.ndarray | None = None  # (M, D) segmenter features of the real adverse frames
 
 
 @dataclass(frozen=True)
 class Policy:
     margin: float = 0.0  # the CI upper bound of the gap difference must lie below -margin
-    kid_tolerance: float = 0.10  # relative: KID may exceed the champion's by this fraction
+    kid_tolerance: float = 0.10  # relative: KID may exceed the champion's by this fraction (CI upper end)
     kid_abs_floor: float = 1e-4  # ... of max(champion KID, this floor)
     require_beat_reference: bool = False
     n_boot: int = 1000
@@ -87,35 +105,6 @@ def _problems(c: Candidate | None, role: str) -> list[str]:
     return out
 
 
-def paired_gap_difference(a: Candidate, b: Candidate, policy: Policy) -> dict:
-    """Bootstrap CI of classwise_gap(a) - classwise_gap(b), resampling frames jointly."""
-    ga, gb = np.asarray(a.gen_conf, np.float64), np.asarray(b.gen_conf, np.float64)
-    ra, rb = np.asarray(a.real_conf, np.float64), np.asarray(b.real_conf, np.float64)
-    if ga.shape != gb.shape or ra.shape != rb.shape:
-        raise ValueError(f"records of {a.name} {ga.shape}/{ra.shape} and {b.name} {gb.shape}/{rb.shape} "
-                         "are not paired (different evaluation frames)")
-    n, m, c = ga.shape[0], ra.shape[0], ga.shape[1]
-    rng = np.random.default_rng(policy.seed)
-    # multiplicity of each frame in each resample: (B, N) and (B, M)
-    wg = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(policy.n_boot)]).astype(np.float64)
-    wr = np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(policy.n_boot)]).astype(np.float64)
-
-    def gaps(gen, real):
-        iou_g = iou_from_confusion((wg @ gen.reshape(n, c * c)).reshape(-1, c, c))
-        iou_r = iou_from_confusion((wr @ real.reshape(m, c * c)).reshape(-1, c, c))
-        return classwise_gap_from_iou(iou_g, iou_r)
-
-    diff = gaps(ga, ra) - gaps(gb, rb)
-    diff = diff[np.isfinite(diff)]
-    point = float(classwise_gap_from_iou(iou_from_confusion(ga.sum(0)), iou_from_confusion(ra.sum(0)))
-                  - classwise_gap_from_iou(iou_from_confusion(gb.sum(0)), iou_from_confusion(rb.sum(0))))
-    if diff.size == 0:
-        return {"point": point, "lo": float("nan"), "hi": float("nan"), "n_boot": 0}
-    alpha = (1.0 - policy.confidence) / 2.0
-    lo, hi = np.quantile(diff, [alpha, 1.0 - alpha])
-    return {"point": point, "lo": float(lo), "hi": float(hi), "n_boot": int(diff.size)}
-
-
 def _role_and_name(label: str, other: Candidate) -> str:
     """``champion argus-weather-fog v3``, ``best reference koschmieder_fog``; just ``identity`` for identity."""
     return label if not other.name or other.name == label else f"{label} {other.name}"
@@ -136,10 +125,42 @@ def _beats(chal: Candidate, other: Candidate, policy: Policy, label: str, reason
         return False
     if d["hi"] < -policy.margin:
         reasons.append(f"class-wise gap beats {who}: diff {d['point']:+.4f}, "
-                       f"{policy.confidence:.0%} CI {ci} < -{policy.margin:g}")
+                       f"{policy.confidence:.0%} CI {ci} < -{policy.margin:g}{_note(d)}")
         return True
     reasons.append(f"class-wise gap does not beat {who}: diff {d['point']:+.4f}, "
-                   f"{policy.confidence:.0%} CI {ci} not below -{policy.margin:g}")
+                   f"{policy.confidence:.0%} CI {ci} not below -{policy.margin:g}{_note(d)}")
+    return False
+
+
+def _note(d: dict) -> str:
+    return f" ({d['note']})" if d.get("note") else ""
+
+
+def _kid_within_tolerance(chal: Candidate, champion: Candidate, policy: Policy, reasons: list[str],
+                          comparisons: dict) -> bool:
+    """Non-inferiority on KID: the CI upper end of KID(challenger) - KID(champion) within the tolerance."""
+    who = _role_and_name("champion", champion)
+    try:
+        d = paired_kid_difference(chal, champion, policy)
+    except ValueError as exc:
+        reasons.append(f"cannot compare KID with {who}: {exc}")
+        return False
+    allowed = policy.kid_tolerance * max(abs(d["kid_b"]), policy.kid_abs_floor)
+    comparisons["kid_vs_champion"] = {"other": champion.name, "challenger": d["kid_a"], "champion": d["kid_b"],
+                                      "allowed_increase": allowed, **{k: v for k, v in d.items()
+                                                                      if k not in ("kid_a", "kid_b")}}
+    ci = f"[{d['lo']:+.5f}, {d['hi']:+.5f}]"
+    head = (f"KID {d['kid_a']:.5f} vs {who} {d['kid_b']:.5f}: diff {d['point']:+.5f}, "
+            f"{policy.confidence:.0%} CI {ci}")
+    if _bad_number(d["hi"]):
+        reasons.append(f"{head}: bootstrap gave no finite CI")
+        return False
+    if d["hi"] <= allowed:
+        reasons.append(f"{head} within tolerance (upper end <= +{allowed:.5f}, "
+                       f"{policy.kid_tolerance:g} x champion KID){_note(d)}")
+        return True
+    reasons.append(f"{head}: KID may regress beyond tolerance (upper end above +{allowed:.5f}, "
+                   f"{policy.kid_tolerance:g} x champion KID){_note(d)}")
     return False
 
 
@@ -181,15 +202,7 @@ def decide(champion: Candidate | None, challenger: Candidate | None,
         if problems:
             return Decision(False, problems + ["cannot compare with the champion: not promoting"], comparisons)
         ok &= _beats(challenger, champion, policy, "champion", reasons, comparisons)
-        kid_c, kid_ch = float(challenger.metrics["kid"]), float(champion.metrics["kid"])
-        allowed = kid_ch + policy.kid_tolerance * max(abs(kid_ch), policy.kid_abs_floor)
-        comparisons["kid_vs_champion"] = {"challenger": kid_c, "champion": kid_ch, "allowed": allowed}
-        if kid_c > allowed:
-            ok = False
-            reasons.append(f"KID regresses: {kid_c:.5f} > champion {kid_ch:.5f} + tolerance "
-                           f"{policy.kid_tolerance:g} (allowed {allowed:.5f})")
-        else:
-            reasons.append(f"KID {kid_c:.5f} within tolerance of champion {kid_ch:.5f} (allowed {allowed:.5f})")
+        ok &= _kid_within_tolerance(challenger, champion, policy, reasons, comparisons)
     else:
         identity = next((r for r in references if r.name == IDENTITY), None)
         if identity is None or _problems(identity, "reference"):

@@ -1,11 +1,14 @@
 """Selecting manifest rows and loading their frames into memory as tensors.
 
 Every selection is sorted by ``frame_id``, so a frame list is the same on every run of the same
-data (the frozen evaluation list is written next to the metrics).
+data (the frozen evaluation list is written next to the metrics, with its hash:
+:func:`frame_list_sha256`). An evaluation cap keeps whole sequences (:func:`select_sequences`), so
+the bootstrap by sequence still sees complete drives.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +29,52 @@ def select(manifest, condition: str, splits: tuple[str, ...], limit: int | None 
         keep = np.sort(np.random.default_rng(seed).choice(len(rows), limit, replace=False))
         rows = rows.iloc[keep].reset_index(drop=True)
     return rows
+
+
+def select_sequences(manifest, condition: str, splits: tuple[str, ...], max_frames: int | None = None,
+                     seed: int = 0):
+    """Rows of ``condition`` in ``splits``, sorted by frame id; over ``max_frames``, a seeded subset of whole sequences.
+
+    Sequences are taken in a seeded random order while they fit under ``max_frames`` (the first
+    one always, even when it alone is longer), so no drive is cut in half.
+    """
+    rows = select(manifest, condition, splits)
+    if max_frames is None or len(rows) <= max_frames:
+        return rows
+    sizes = rows.groupby("sequence", sort=True).size()
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    keep, total = [], 0
+    for i in order:
+        if keep and total + int(sizes.iloc[i]) > max_frames:
+            continue
+        keep.append(sizes.index[i])
+        total += int(sizes.iloc[i])
+    return rows[rows["sequence"].isin(keep)].reset_index(drop=True)
+
+
+def sequences_of(rows) -> np.ndarray | None:
+    """The ``sequence`` column as a fixed-width string array (loads without pickle), or None when any is missing."""
+    if "sequence" not in rows.columns:
+        return None
+    seq = rows["sequence"]
+    if seq.isna().any() or (seq.astype(str).str.strip() == "").any():
+        return None
+    return np.asarray(seq.astype(str).tolist(), dtype=str)
+
+
+def frame_list_sha256(**sides) -> str:
+    """sha256 of evaluation frame lists: per side (by name), the sorted (frame_id, frame_sha256, label_sha256).
+
+    One line per frame, ``<side>\t<frame_id>\t<frame_sha256>\t<label_sha256>\n``, sides in name
+    order; equal hashes mean the same frames with the same content and labels.
+    """
+    h = hashlib.sha256()
+    for side in sorted(sides):
+        rows = sides[side]
+        for fid, fsha, lsha in sorted(zip(rows["frame_id"].astype(str), rows["frame_sha256"].astype(str),
+                                          rows["label_sha256"].astype(str), strict=True)):
+            h.update(f"{side}\t{fid}\t{fsha}\t{lsha}\n".encode())
+    return h.hexdigest()
 
 
 def require_rows(rows, what: str, manifest) -> None:

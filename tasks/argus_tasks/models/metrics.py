@@ -5,6 +5,8 @@
   present in both sets, and the aggregate gap ``|mIoU(generated) - mIoU(real)|``;
 * KID: unbiased MMD^2 with the cubic polynomial kernel ``k(x, y) = (x.y / d + 1)^3``, averaged
   over random subsets;
+* the pieces of a cluster bootstrap (resampling whole sequences): cluster indices, per-cluster
+  sums of confusion counts and of kernel values, and MMD^2 for many cluster weightings at once;
 * sanity gates of a generator's output.
 """
 
@@ -109,6 +111,104 @@ def kid(feat_a: np.ndarray, feat_b: np.ndarray, n_subsets: int = 50, subset_size
     return {"kid": float(vals.mean()), "kid_std": float(vals.std())}
 
 
+def cluster_index(ids) -> tuple[np.ndarray, int]:
+    """(cluster of every item, in ``0..S-1``, and ``S``) for per-item cluster ids (e.g. sequences)."""
+    ids = np.asarray(ids)
+    if ids.size == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    _, inv = np.unique(ids, return_inverse=True)
+    inv = inv.reshape(-1).astype(np.int64)
+    return inv, int(inv.max()) + 1
+
+
+def cluster_sums(values: np.ndarray, inv: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Sum of ``values`` (N, ...) over the items of each cluster: (S, ...) float64."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.zeros((n_clusters, *values.shape[1:]), dtype=np.float64)
+    np.add.at(out, inv, values)
+    return out
+
+
+def kernel_cluster_sums(a: np.ndarray, inv_a: np.ndarray, sa: int, b: np.ndarray, inv_b: np.ndarray, sb: int,
+                        chunk: int = 1024) -> np.ndarray:
+    """(Sa, Sb): the sum of ``poly_kernel(a_i, b_j)`` over the items i of each a-cluster and j of each b-cluster.
+
+    Computed in row chunks, so memory stays ``O(chunk * N_b + Sa * Sb)`` however many frames there are.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    onehot_b = np.zeros((b.shape[0], sb), dtype=np.float64)
+    onehot_b[np.arange(b.shape[0]), inv_b] = 1.0
+    out = np.zeros((sa, sb), dtype=np.float64)
+    for i in range(0, a.shape[0], chunk):
+        np.add.at(out, inv_a[i:i + chunk], poly_kernel(a[i:i + chunk], b) @ onehot_b)
+    return out
+
+
+class ClusteredSide:
+    """One feature set grouped by cluster, ready for MMD^2 under any cluster weighting.
+
+    ``sums[s, t]`` is the kernel summed over the items of clusters s and t, ``diag[s]`` the sum of
+    ``k(x_i, x_i)`` over the items of s, ``sizes[s]`` the number of items of s.
+    """
+
+    def __init__(self, features: np.ndarray, inv: np.ndarray, n_clusters: int):
+        self.features = np.asarray(features, dtype=np.float64)
+        if self.features.ndim != 2 or self.features.shape[0] != len(inv):
+            raise ValueError(f"features of shape {self.features.shape} do not match {len(inv)} cluster labels")
+        self.inv, self.n_clusters = np.asarray(inv), int(n_clusters)
+        self.sums = kernel_cluster_sums(self.features, self.inv, self.n_clusters, self.features, self.inv,
+                                        self.n_clusters)
+        d = self.features.shape[1]
+        self_k = ((self.features * self.features).sum(1) / d + 1.0) ** 3
+        self.diag = cluster_sums(self_k, self.inv, self.n_clusters)
+        self.sizes = np.bincount(self.inv, minlength=self.n_clusters).astype(np.float64)
+
+    def within(self, w: np.ndarray) -> np.ndarray:
+        """Mean kernel over the pairs of distinct frames of each weighting ``w`` (B, S) of the clusters.
+
+        A frame drawn twice (its cluster drawn twice) is not paired with itself: the pairs of
+        copies of one frame are left out, so ``w = 1`` gives the usual unbiased estimate.
+        """
+        total = ((w @ self.sums) * w).sum(1)
+        same = (w * w) @ self.diag
+        n = w @ self.sizes
+        pairs = n * n - (w * w) @ self.sizes
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (total - same) / pairs
+
+
+def weighted_mmd2(wx: np.ndarray, x: ClusteredSide, wy: np.ndarray, y: ClusteredSide,
+                  cross: np.ndarray) -> np.ndarray:
+    """Unbiased MMD^2 (the KID statistic) for each row of cluster weightings ``wx`` (B, Sx), ``wy`` (B, Sy).
+
+    ``cross`` is ``kernel_cluster_sums`` between the clusters of x and of y. With all weights 1
+    it is the KID of the whole sets (no subsets).
+    """
+    wx, wy = np.atleast_2d(np.asarray(wx, np.float64)), np.atleast_2d(np.asarray(wy, np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xy = ((wx @ cross) * wy).sum(1) / ((wx @ x.sizes) * (wy @ y.sizes))
+    return x.within(wx) + y.within(wy) - 2.0 * xy
+
+
+def sanity_from_stats(finite: bool, vmin: float, vmax: float, mean_abs_change: float, gen_feat: np.ndarray,
+                      real_feat: np.ndarray, min_change: float = 0.01,
+                      min_variance_ratio: float = 0.5) -> dict[str, object]:
+    """:func:`sanity_gates` from running statistics of the generated frames (for batched evaluation)."""
+    in_range = bool(finite) and vmin >= -1e-4 and vmax <= 1 + 1e-4
+    change = float(mean_abs_change) if finite else float("nan")
+    var_gen = float(np.asarray(gen_feat, dtype=np.float64).var(0).sum())
+    var_real = float(np.asarray(real_feat, dtype=np.float64).var(0).sum())
+    ratio = var_gen / var_real if var_real > 0 else float("nan")
+    gates = {
+        "finite_in_range": bool(in_range),
+        "differs_from_input": bool(finite and change >= min_change),
+        "no_collapse": bool(math.isfinite(ratio) and ratio >= min_variance_ratio),
+    }
+    return {"gates": gates, "passed": all(gates.values()), "mean_abs_change": change,
+            "feature_variance_ratio": ratio}
+
+
 def sanity_gates(generated: np.ndarray, source: np.ndarray, gen_feat: np.ndarray, real_feat: np.ndarray,
                  min_change: float = 0.01, min_variance_ratio: float = 0.5) -> dict[str, object]:
     """Gates a generator must pass before any comparison counts.
@@ -120,15 +220,6 @@ def sanity_gates(generated: np.ndarray, source: np.ndarray, gen_feat: np.ndarray
     """
     gen = np.asarray(generated, dtype=np.float32)
     finite = bool(np.isfinite(gen).all())
-    in_range = finite and float(gen.min(initial=0.0)) >= -1e-4 and float(gen.max(initial=1.0)) <= 1 + 1e-4
+    vmin, vmax = (float(gen.min(initial=0.0)), float(gen.max(initial=1.0))) if finite else (float("nan"),) * 2
     change = float(np.abs(gen - np.asarray(source, dtype=np.float32)).mean()) if finite else float("nan")
-    var_gen = float(np.asarray(gen_feat, dtype=np.float64).var(0).sum())
-    var_real = float(np.asarray(real_feat, dtype=np.float64).var(0).sum())
-    ratio = var_gen / var_real if var_real > 0 else float("nan")
-    gates = {
-        "finite_in_range": bool(in_range),
-        "differs_from_input": bool(finite and change >= min_change),
-        "no_collapse": bool(math.isfinite(ratio) and ratio >= min_variance_ratio),
-    }
-    return {"gates": gates, "passed": all(gates.values()), "mean_abs_change": change,
-            "feature_variance_ratio": ratio}
+    return sanity_from_stats(finite, vmin, vmax, change, gen_feat, real_feat, min_change, min_variance_ratio)

@@ -70,17 +70,36 @@ def apply_approval(promote: bool, reasons: list[str], approval: dict) -> tuple[b
 
 
 def _candidate(doc: dict, key: str, records: dict, real_conf):
+    """The decision's Candidate for ``key`` from :func:`_load_evaluation`'s ``records`` and real record.
+
+    ``real_conf`` is the real-frame record (``{"conf", "features", "sequence"}``, or None), shared by
+    every candidate: that is what pairs them. Sequences and features travel along, so the decision
+    resamples whole drives and bounds the KID difference.
+    """
     from argus_tasks.models.decision import Candidate
 
     entry = doc["candidates"].get(key)
     if entry is None:
         return None
+    own, real = records.get(key) or {}, real_conf or {}
     return Candidate(name=entry.get("name", key), version=entry.get("version"), metrics=entry.get("metrics"),
-                     sanity=entry.get("sanity"), gen_conf=records.get(key), real_conf=real_conf,
-                     content_hash=entry.get("content_hash"), learned=bool(entry.get("learned", True)))
+                     sanity=entry.get("sanity"), gen_conf=own.get("conf"), real_conf=real.get("conf"),
+                     content_hash=entry.get("content_hash"), learned=bool(entry.get("learned", True)),
+                     gen_seq=own.get("sequence"), real_seq=real.get("sequence"),
+                     gen_features=own.get("features"), real_features=real.get("features"))
 
 
 def _load_evaluation(ctx, condition):
+    """``(doc, records, real)`` of evaluate/<condition>.
+
+    ``doc`` is metrics.json, with ``doc["eval_frames_sha256"]`` the hash of the frozen evaluation
+    frame list (None for an evaluation that predates it); ``records`` maps a candidate key to its
+    per-frame arrays ``{"conf", "features", "frame_id", "sequence"}`` (``sequence`` absent when
+    evaluate had no sequence ids); ``real`` is the same for the real frames, or None. A missing
+    record file leaves that candidate incomplete (the decision fails closed on it).
+    """
+    import zipfile
+
     import numpy as np
 
     out = f"evaluate/{condition}"
@@ -88,14 +107,24 @@ def _load_evaluation(ctx, condition):
         raise PermanentStepError(f"{ctx.run.url(out + '/metrics.json')} is missing: evaluate has not completed for "
                                  f"{condition} in this run; nothing to decide on")
     doc = ctx.run.read_json(f"{out}/metrics.json")
+    doc.setdefault("eval_frames_sha256", (doc.get("frames") or {}).get("eval_frames_sha256"))
+
+    def load(rel):
+        if not ctx.run.exists(rel):
+            return None
+        try:  # arrays only: a record never unpickles anything
+            with np.load(io.BytesIO(ctx.run.read_bytes(rel)), allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+            raise PermanentStepError(f"{ctx.run.url(rel)} is not a readable record ({exc}): rerun evaluate for "
+                                     f"{condition}") from exc
+
     records = {}
     for key, entry in doc.get("candidates", {}).items():
-        rel = f"{out}/{entry.get('records', f'records/{key}.npz')}"
-        if ctx.run.exists(rel):  # a missing record file makes that candidate incomplete (fail closed)
-            records[key] = np.load(io.BytesIO(ctx.run.read_bytes(rel)))["conf"]
-    real_conf = (np.load(io.BytesIO(ctx.run.read_bytes(f"{out}/records/real.npz")))["conf"]
-                 if ctx.run.exists(f"{out}/records/real.npz") else None)
-    return doc, records, real_conf
+        rec = load(f"{out}/{entry.get('records', f'records/{key}.npz')}")
+        if rec is not None:
+            records[key] = rec
+    return doc, records, load(f"{out}/records/real.npz")
 
 
 def _validation(ctx) -> dict:
