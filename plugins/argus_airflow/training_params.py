@@ -145,7 +145,8 @@ def _params(default_model_config: str) -> dict[str, Param]:
             type="number",
             title="KID tolerance (relative)",
             description="How much worse than the champion's the challenger's KID may be and still be promoted, "
-            "as a fraction of the champion's KID: 0.10 allows up to 10% higher.",
+            "as a fraction of the champion's KID: the upper end of the 95% bootstrap CI (resampling drives) of "
+            "the KID difference must stay below it; 0.10 allows up to 10% higher.",
             minimum=0,
             maximum=1,
         ),

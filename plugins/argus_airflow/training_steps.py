@@ -71,8 +71,9 @@ EVALUATE = StepSpec(
     gpus=1,
     cpu="4",
     memory="16Gi",
-    arguments=("--condition", CONDITION),
-    doc="KID, class-wise realism gap and label preservation against the champion and references.",
+    arguments=("--condition", CONDITION, "--min-eval-frames", "{{ params.min_eval_frames }}"),
+    doc="KID, class-wise realism gap and label preservation against the champion and references, on the "
+        "revision's frozen val+test frames; on the GPU when there is one.",
 )
 
 PROMOTE = StepSpec(
