@@ -135,3 +135,16 @@ def test_a_new_revision_changes_the_eval_set_hash(tmp_path, monkeypatch):
     assert v1["n_train_frames"] == 6
     assert v2["n_train_frames"] == int(((v2_manifest["split"] == "train") & (v2_times < PERIOD_END)).sum())
     assert v2["eval_frames_sha256"] == expected_eval_sha(v2_manifest) != v1["eval_frames_sha256"]
+
+
+def test_a_cumulative_pull_validates_and_says_validate_reused_nothing(steps, run_id):
+    from argus_tasks.data.access import load_accepted
+
+    rc, pulled = steps(pull_args("cumulative", "", PERIOD_END.isoformat()), run_id)
+    assert rc == EXIT_OK
+    rc, validated = steps(["validate", "--quarantine-threshold", "0.05", "--min-frames-per-group", "1",
+                           "--workers", "2"], run_id)
+    assert rc == EXIT_OK, steps.failure(run_id, "validate")
+    assert validated["reused"] is False and "anew" in validated["recomputed_because"]
+    accepted, _ = load_accepted(steps.run_store(run_id))
+    assert len(accepted) == pulled["n_frames"] and int(accepted["split"].isin(["val", "test"]).sum()) == N_EVAL

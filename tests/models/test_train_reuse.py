@@ -121,3 +121,12 @@ def test_init_from_champion_warm_starts_and_is_recorded(steps, validated_run, da
     build_validated_run(dataset_template, model_store, DAG_ID, f"{other}-cold")
     rc, cold = steps(TRAIN + ["--set", "lr=0"], f"{other}-cold")
     assert rc == 0 and cold["init_from"] == "scratch" and cold["content_hash"] != scratch["content_hash"]
+
+
+def test_too_few_train_frames_fail_before_training(steps, validated_run):
+    run_id, run = validated_run
+    rc, _ = steps(TRAIN + ["--min-train-frames", "17"], run_id)  # the fixture has 16 night train frames
+    assert rc == EXIT_PERMANENT
+    message = run.read_json(f"train/{CONDITION}/failure.json")["message"]
+    assert message.startswith(f"too few frames to train {CONDITION}: 16 accepted {CONDITION}/train frame(s)")
+    assert not run.list(f"train/{CONDITION}/checkpoints")

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-rev", default="latest",
                         help="tag (v1, v2...), commit, or 'latest' (head of the registry's default branch)")
     parser.add_argument("--interval-start", default="",
-                        help="ISO-8601 start of the data interval (inclusive); empty: unbounded")
+                        help="ISO-8601 start of the data interval (inclusive; used by --window interval); empty: unbounded")
     parser.add_argument("--interval-end", default="",
                         help="ISO-8601 end of the data interval (exclusive); empty: unbounded")
     parser.add_argument("--window", choices=WINDOWS, default="cumulative",

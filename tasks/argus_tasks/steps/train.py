@@ -98,6 +98,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     adverse_rows = F.select(manifest, args.condition, ("train",))
     F.require_rows(clear_rows, "clear/train (generator source)", manifest)
     F.require_rows(adverse_rows, f"{args.condition}/train (generator target)", manifest)
+    require_enough(adverse_rows, args.condition, args.min_train_frames)
     # frames are resized to the config's size, unless the config trains on random crops of larger frames
     native = int(min(clear_rows["width"].min(), clear_rows["height"].min()))
     size = None if (cfg.random_crop and native >= cfg.image_size) else cfg.image_size

@@ -29,6 +29,7 @@ ACCEPTED = f"{OUT}/accepted_manifest.parquet"
 QUARANTINE = f"{OUT}/quarantine.parquet"
 STALE = (f"{OUT}/result.json", ACCEPTED, QUARANTINE, f"{OUT}/failure.json")
 MAX_EXAMPLES = 10
+NOT_REUSED = "validate always checks the pulled files anew (earlier outputs are withdrawn first)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +129,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     manifest = mf.read_manifest(data_root / mf.MANIFEST_FILE)
     n = len(manifest)
     rev = f"{lineage.get('revision', '?')} ({str(lineage.get('commit', ''))[:12]})"
-    log.info("validating %d frames of dataset %s", n, rev)
+    log.info("validating %d frames of dataset %s (fingerprint %s); no earlier result is reused: %s", n, rev,
+             str(lineage.get("fingerprint", ""))[:12], NOT_REUSED)
 
     frame_checks = check_frames(data_root, manifest, workers=args.workers)
     tables = {"manifest": manifest, "frame_checks": frame_checks, "groups": group_table(manifest),
@@ -180,5 +182,5 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         "quarantine_examples": _examples(quarantine),
         "dataset_rev": lineage.get("revision", ""), "dataset_commit": lineage.get("commit", ""),
         "dataset_fingerprint": lineage.get("fingerprint", ""), "statistics": gate.statistics,
-        "mlflow_run_id": mlflow_run,
+        "mlflow_run_id": mlflow_run, "reused": False, "recomputed_because": NOT_REUSED,
     }
