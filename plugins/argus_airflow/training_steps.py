@@ -61,6 +61,7 @@ TRAIN = StepSpec(
         "--model-config", "{{ params.model_config }}",
         "--steps", "{{ params.train_steps or 0 }}",
         "--min-train-frames", "{{ params.min_train_frames }}",
+        "--init-from", "{{ params.init_from }}",
     ),
     doc="Train the clear-to-condition generator; resumes from its last checkpoint on retry.",
 )

@@ -3,7 +3,7 @@
 Training frames follow ``--window`` (``cumulative``: everything captured before the interval end;
 ``interval``: only the interval; ``all``). Whatever the window, the pull also takes every val and
 test frame of the revision, so a champion and a challenger of one revision are judged on the same
-frames; ``eval_frames_sha256`` names that frame list.
+frames; ``eval_set_sha256`` names that frame list.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_cumulative_takes_every_frame_before_the_interval_end_plus_the_whole_eva
     assert pulled["n_window_frames"] == len(before_end)
     assert pulled["n_train_frames"] == result["n_train_frames"] == len(train)
     assert pulled["n_eval_frames"] == result["n_eval_frames"] == N_EVAL
-    assert pulled["eval_frames_sha256"] == result["eval_frames_sha256"] == expected_eval_sha(registry_manifest)
+    assert pulled["eval_set_sha256"] == result["eval_set_sha256"] == expected_eval_sha(registry_manifest)
 
 
 def test_every_window_of_a_revision_has_the_same_eval_set_and_training_follows_the_window(steps, run_id):
@@ -70,7 +70,7 @@ def test_every_window_of_a_revision_has_the_same_eval_set_and_training_follows_t
         rc, result = steps(pull_args(window, LATE[0].isoformat(), LATE[1].isoformat()), f"{run_id}-{window}")
         assert rc == EXIT_OK, steps.failure(f"{run_id}-{window}", "pull")
         got[window] = (result, _pulled(steps, f"{run_id}-{window}")[0])
-    assert len({r["eval_frames_sha256"] for r, _ in got.values()}) == 1
+    assert len({r["eval_set_sha256"] for r, _ in got.values()}) == 1
     assert {r["n_eval_frames"] for r, _ in got.values()} == {N_EVAL}
     n_train = {w: r["n_train_frames"] for w, (r, _) in got.items()}
     assert 0 < n_train["interval"] < n_train["cumulative"] < n_train["all"] == sum(
@@ -104,7 +104,7 @@ def test_the_fingerprints_are_deterministic(steps, run_id):
     rc3, other = steps(args, run_id + "-b")
     assert rc1 == rc2 == rc3 == EXIT_OK
     assert first["fingerprint"] == again["fingerprint"] == other["fingerprint"]
-    assert first["eval_frames_sha256"] == again["eval_frames_sha256"] == other["eval_frames_sha256"]
+    assert first["eval_set_sha256"] == again["eval_set_sha256"] == other["eval_set_sha256"]
 
 
 def test_cumulative_is_the_default_window(steps, run_id):
@@ -134,7 +134,7 @@ def test_a_new_revision_changes_the_eval_set_hash(tmp_path, monkeypatch):
     v2_times = pd.to_datetime(v2_manifest["capture_time"], utc=True)
     assert v1["n_train_frames"] == 6
     assert v2["n_train_frames"] == int(((v2_manifest["split"] == "train") & (v2_times < PERIOD_END)).sum())
-    assert v2["eval_frames_sha256"] == expected_eval_sha(v2_manifest) != v1["eval_frames_sha256"]
+    assert v2["eval_set_sha256"] == expected_eval_sha(v2_manifest) != v1["eval_set_sha256"]
 
 
 def test_a_cumulative_pull_validates_and_says_validate_reused_nothing(steps, run_id):

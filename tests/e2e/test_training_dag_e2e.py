@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DAG_ID = "argus_weather_training"
 CONF = {"conditions": ["fog", "rain"], "train_steps": 30, "data_window": "all", "min_frames_per_group": 2,
         "min_train_frames": 8}
-DATASET_ARGS = '--scale 0.25 --counts \'{"rain": {"train": 4}}\''
+DATASET_ARGS = '--scale 0.25 --counts {"rain":{"train":4}}'  # word-split by init_local.sh: no spaces in the JSON
 
 
 

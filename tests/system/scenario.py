@@ -11,7 +11,9 @@ from .procs import step_processes, wait_until
 from .stack import DAG_ID, N_INTERVALS, ArgusStack
 
 CONDITION = "night"  # the condition of the scheduled runs (ARGUS_PARAM_DEFAULTS of the stack) and the backfill
-BACKFILL_CONF = {"conditions": [CONDITION], "train_steps": 25, "kid_tolerance": 0.15, "min_frames_per_group": 4}
+# the backfill trains on the new frames of each interval only (scheduled runs: every frame up to theirs)
+BACKFILL_CONF = {"conditions": [CONDITION], "train_steps": 25, "kid_tolerance": 0.15, "min_frames_per_group": 4,
+                 "data_window": "interval"}
 BACKFILL_INTERVALS = (1, 2, 3)
 RUN_TIMEOUT_S = float(os.environ.get("ARGUS_TEST_RUN_TIMEOUT_S", "1500"))
 

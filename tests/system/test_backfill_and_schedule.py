@@ -72,23 +72,36 @@ def test_all_runs_succeed(scenario, api):
 
 
 # ---- the backfill ---------------------------------------------------------------------------------
-def test_each_run_pulls_only_the_frames_of_its_own_interval(scenario, stack):
+def test_each_run_pulls_the_training_frames_of_its_window_and_the_whole_evaluation_set(scenario, stack):
+    """Scheduled runs train on every frame up to the end of their interval (data_window=cumulative, the
+    default); the backfill, with data_window=interval, on its interval's frames only. Every run takes
+    the revision's whole val+test set, so champion and challenger are judged on the same frames."""
     registry = pd.read_parquet(stack.registry / "dataset" / "manifest.parquet")
     registry["capture_time"] = pd.to_datetime(registry["capture_time"], utc=True)
+    evaluation = set(registry.loc[registry["split"].isin(["val", "test"]), "frame_id"])
+    backfill_runs = set(scenario.backfill.values())
     for run_id, k in scenario.all_runs.items():
         start, end = stack.schedule.interval(k)
+        window = "interval" if run_id in backfill_runs else "cumulative"
         pulled = pd.read_parquet(stack.run_dir(run_id) / "data" / "manifest.parquet")
-        times = pd.to_datetime(pulled["capture_time"], utc=True)
-        assert len(pulled) > 0
-        assert times.min() >= start and times.max() < end, f"{run_id} pulled frames outside {start}..{end}"
-        expected = set(registry.loc[(registry["capture_time"] >= start) & (registry["capture_time"] < end),
-                                    "frame_id"])
-        assert set(pulled["frame_id"]) == expected, f"{run_id} did not pull exactly the frames of its interval"
+        captured = registry["capture_time"] < end
+        if window == "interval":
+            captured &= registry["capture_time"] >= start
+        training = set(registry.loc[captured & (registry["split"] == "train"), "frame_id"])
+        assert training, f"{run_id}: no training frames in its {window} window"
+        assert set(pulled.loc[pulled["split"] == "train", "frame_id"]) == training, (
+            f"{run_id} did not pull exactly the training frames of its {window} window up to {end}")
+        assert set(pulled.loc[pulled["split"] != "train", "frame_id"]) == evaluation, (
+            f"{run_id} did not pull the revision's whole val+test set")
         pull = step_result(stack, run_id, "pull")
-        assert pull["n_frames"] == len(expected) and pull["n_missing_files"] == 0 and pull["n_hash_mismatches"] == 0
+        assert pull["window"] == window
+        assert pull["n_frames"] == len(pulled) and pull["n_missing_files"] == 0 and pull["n_hash_mismatches"] == 0
+        assert pull["n_eval_frames"] == len(evaluation)
         assert parse_time(pull["interval"]["start"]) == start and parse_time(pull["interval"]["end"]) == end
         on_disk = {p.stem for p in (stack.run_dir(run_id) / "data" / "frames").rglob("*.png")}
-        assert on_disk == expected, f"{run_id}'s data folder holds other frames than its manifest"
+        assert on_disk == set(pulled["frame_id"]), f"{run_id}'s data folder holds other frames than its manifest"
+    hashes = {step_result(stack, r, "pull")["eval_set_sha256"] for r in scenario.all_runs}
+    assert len(hashes) == 1, "runs of one revision were judged on different evaluation frames"
 
 
 def test_the_backfill_conf_reaches_the_steps_in_mlflow(scenario, stack):

@@ -78,7 +78,7 @@ def frame_list_sha256(rows) -> str:
     """sha256 of a frame list: its frame ids with their frame and label content hashes, sorted by id.
 
     The same frames give the same hash whatever their order, revision or run (the evaluation set's
-    identity: ``eval_frames_sha256`` of the pull, recorded with the decision).
+    identity: ``eval_set_sha256`` of the pull, recorded with the decision).
     """
     h = hashlib.sha256(b"argus-frame-list-v1\n")
     cols = [c for c in ("frame_id", "frame_sha256", "label_sha256") if c in rows.columns]

@@ -8,7 +8,7 @@ Reads the registry named by ``ARGUS_DATASET_REGISTRY`` (a path or git URL; its D
   ``all`` every frame of the revision;
 * the **frozen evaluation set**: every frame of split ``val`` and ``test`` of the revision, across all
   intervals, whatever the window, so champion and challenger are judged on the same frames for a
-  given revision. Its frame list hash (``eval_frames_sha256``, :func:`access.frame_list_sha256`)
+  given revision. Its frame list hash (``eval_set_sha256``, :func:`access.frame_list_sha256`)
   is recorded in ``pull.json`` and the result.
 
 The union of both is written to ``<run>/data/``: the frames, labels and depth maps at their relative
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
             "manifest": manifest_url, "counts": counts_by(rows), "n_frames": int(len(rows)),
             "fingerprint": fp, "interval": interval, "window": args.window, "n_window_frames": n_window,
             "n_train_frames": n_train, "n_eval_frames": int(len(evaluation)),
-            "eval_splits": list(EVAL_SPLITS), "eval_frames_sha256": frame_list_sha256(evaluation),
+            "eval_splits": list(EVAL_SPLITS), "eval_set_sha256": frame_list_sha256(evaluation),
             "transferred": files.transferred, "copied": copied,
             "removed_stale": removed, "missing_files": absent[:50], "n_missing_files": len(absent),
             "hash_mismatches": mismatches[:50], "n_hash_mismatches": len(mismatches),
@@ -223,10 +223,10 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                  commit[:12], time.time() - started, files.transferred, copied, fp[:12])
         log.info("window %r %s: %d frame(s), %d of them training frames; frozen evaluation set: %d val/test "
                  "frame(s) of the whole revision, frame list sha256 %s", args.window, describe_interval(start, end),
-                 n_window, n_train, len(evaluation), result["eval_frames_sha256"][:12])
+                 n_window, n_train, len(evaluation), result["eval_set_sha256"][:12])
         return {k: result[k] for k in ("revision", "commit", "manifest", "counts", "n_frames", "fingerprint",
                                        "interval", "window", "n_window_frames", "n_train_frames", "n_eval_frames",
-                                       "eval_frames_sha256", "transferred", "copied", "n_missing_files",
+                                       "eval_set_sha256", "transferred", "copied", "n_missing_files",
                                        "n_hash_mismatches")}
     finally:
         files.close()
