@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -58,26 +59,32 @@ def test_promotion_is_idempotent_and_compare_and_set(registry):
     assert registry.alias(name, CHAMPION) is None
 
     out = registry.apply_promotion(name, first.version, None, True, {"argus.run_id": "run-1"})
-    assert out["applied"] and out["previous_champion"] is None
+    assert out["applied"] and out["previous_champion"] is None and out["outcome"] == "moved"
     assert registry.alias(name, CHAMPION).version == first.version
     assert registry.version(name, first.version).tags["argus.decision"] == "promoted"
 
     again = registry.apply_promotion(name, first.version, None, True, {})
     assert again["already_applied"] and not again["applied"] and "already champion" in again["note"]
+    assert again["outcome"] == "already_champion"
 
     # run-2 and run-3 both evaluated against champion v1; run-3 wins the race, run-2 must not move it back
     won = registry.apply_promotion(name, third.version, first.version, True, {})
     assert won["applied"] and won["previous_champion"] == str(first.version)
     stale = registry.apply_promotion(name, second.version, first.version, True, {})
-    assert not stale["applied"] and "re-run evaluate" in stale["note"]
+    assert not stale["applied"] and "re-run evaluate" in stale["note"] and stale["outcome"] == "stale"
     assert registry.alias(name, CHAMPION).version == third.version
     assert registry.version(name, second.version).tags["argus.decision"] == "stale"
 
     kept = registry.apply_promotion(name, second.version, third.version, False, {"argus.decision_reasons": ["worse"]})
     assert not kept["applied"] and registry.alias(name, CHAMPION).version == third.version
+    assert kept["outcome"] == "not_promoted"
     tags = registry.version(name, second.version).tags
     assert tags["argus.decision"] == "not_promoted" and tags["argus.previous_champion"] == str(third.version)
     assert '"worse"' in tags["argus.decision_reasons"]
+    # every champion move is recorded on the registered model, and no lock ticket is left behind
+    epoch = json.loads(registry.client.get_registered_model(name).tags["argus.champion_epoch"])
+    assert epoch["epoch"] == 2 and epoch["version"] == str(third.version) and epoch["previous"] == str(first.version)
+    assert registry.lock_tickets(name) == []
 
 
 def test_missing_alias_and_model_read_as_none(registry):
@@ -86,6 +93,7 @@ def test_missing_alias_and_model_read_as_none(registry):
 
 
 def test_promotion_lock_is_exclusive(tmp_path):
+    """The local fast path (a flock next to a local store); the registry lock is what excludes deployments."""
     errors = []
 
     def contender():

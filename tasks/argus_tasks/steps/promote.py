@@ -2,18 +2,28 @@
 
 The decision is :func:`argus_tasks.models.decision.decide` (pure, paired bootstrap, fails
 closed) on the records that evaluate wrote; the registry change is
-:class:`argus_tasks.models.registry_adapter.Registry.apply_promotion`, under a per-model lock and
-with a compare-and-set on the champion that evaluate compared against.
+:class:`argus_tasks.models.registry_adapter.Registry.apply_promotion`, under the model's lock in
+the MLflow registry (shared by every deployment using it) and with a compare-and-set on the
+champion that evaluate compared against.
 
 "Not promoted" is a normal outcome (exit 0, ``promoted: false`` with the reasons). Missing
 upstream outputs (validation, train, evaluate) are a PermanentStepError. A human rejection
 (``--approval '{"required": true, "approved": false, ...}'``) promotes nothing and is recorded.
-Re-running after success changes nothing and says "already applied".
+
+``promote/<c>/decision.json`` says what happened at the registry: ``registry_outcome`` is
+``moved``, ``already_champion``, ``not_promoted`` (the decision's tags were written), ``stale``
+(the champion is no longer the one evaluate compared with: nothing moved) or ``conflict`` (the
+move did not stick: nothing of ours is left on the alias); ``applied_at_registry`` is true only
+for the first three. A rerun returns the earlier result ("already applied") only when that
+outcome was final for the same inputs (challenger version, champion compared with, evaluation
+frame list, policy, approval); after ``stale`` or ``conflict`` it decides again, and a stale
+comparison keeps being refused until evaluate is rerun.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import logging
@@ -23,6 +33,8 @@ from argus_tasks.contract import CONDITIONS, PermanentStepError, StepContext
 
 HELP = "promote the challenger to champion when the decision policy says so"
 log = logging.getLogger("argus.promote")
+# registry outcomes that are done for their inputs: a rerun returns them; stale and conflict decide again
+FINAL_OUTCOMES = ("moved", "already_champion", "not_promoted")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -132,9 +144,34 @@ def _validation(ctx) -> dict:
 
     load_accepted(ctx.run)  # raises PermanentStepError when validation output is missing or stale
     result = ctx.run.read_json(RESULT)
-    outcome = result.get("outcome", "passed")
-    return {"passed": outcome in ("passed", "quarantined"), "quarantine_exceeded": outcome == "failed",
-            "outcome": outcome, "result_id": result.get("result_id", "")}
+    outcome = result.get("outcome")
+    # validate writes its result only when the data passed (a few bad frames quarantined at most):
+    # a failed validation never gets here, so there is no "quarantine exceeded" case to decide on.
+    if outcome not in ("passed", "quarantined"):
+        raise PermanentStepError(f"{ctx.run.url(RESULT)} says outcome {outcome!r}, not passed or quarantined: "
+                                 "promote runs only on validated data; rerun validate")
+    return {"passed": True, "outcome": outcome, "result_id": result.get("result_id", "")}
+
+
+def _earlier_result(ctx, out: str, inputs: dict) -> dict | None:
+    """The result of an earlier try when it is final for these ``inputs``; None (and why) otherwise."""
+    if not ctx.run.exists(f"{out}/decision.json"):
+        return None
+    previous = ctx.run.read_json(f"{out}/decision.json")
+    outcome, before = previous.get("registry_outcome"), previous.get("inputs") or {}
+    if before != inputs:
+        changed = sorted(k for k in inputs if before.get(k) != inputs[k])
+        log.info("an earlier decision (%s) was made on other inputs (%s changed): deciding again",
+                 outcome or "outcome not recorded", ", ".join(changed) or "their set")
+        return None
+    if not (previous.get("applied_at_registry") is True and outcome in FINAL_OUTCOMES):
+        log.info("the earlier decision on these inputs ended %r at the registry, which is not final: deciding again",
+                 outcome)
+        return None
+    result = previous["result"]
+    log.info("promote already applied for v%s (%s, promoted=%s): nothing changes", inputs["challenger_version"],
+             outcome, result.get("promoted"))
+    return {**result, "already_applied": True, "note": f"already applied: {result.get('note', '')}"}
 
 
 def _finite(x):
@@ -149,6 +186,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
 
     from argus_tasks.models.decision import Policy, decide
     from argus_tasks.models.registry_adapter import Registry, promotion_lock, weather_model_name
+    from argus_tasks.models.registry_lock import holder_label
     from argus_tasks.models.runtime import cpu_threads, limit_blas_threads
     from argus_tasks.tracking import step_run
 
@@ -166,18 +204,17 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         raise PermanentStepError(f"evaluate/{c} judged v{doc.get('challenger_version')} but train/{c} registered "
                                  f"v{chal_v}: rerun evaluate for {c}")
 
-    if ctx.run.exists(f"{out}/decision.json"):
-        previous = ctx.run.read_json(f"{out}/decision.json")
-        if str(previous.get("challenger_version")) == chal_v and previous.get("applied_at_registry"):
-            log.info("promote %s already applied for v%s (promoted=%s): nothing changes", c, chal_v,
-                     previous["result"].get("promoted"))
-            return {**previous["result"], "already_applied": True,
-                    "note": f"already applied: {previous['result'].get('note', '')}"}
-
     config_name = trained.get("model_config", "tiny")
     require_ref = {"yes": True, "no": False}.get(args.require_beat_reference, config_name == "full")
     policy = Policy(margin=args.margin, kid_tolerance=args.kid_tolerance, require_beat_reference=require_ref,
                     n_boot=args.n_boot, seed=args.seed)
+    expected_champion = doc.get("champion_version")
+    eval_frames = doc.get("eval_frames_sha256")
+    inputs = {"challenger_version": chal_v, "compared_with_champion": expected_champion,
+              "eval_frames_sha256": eval_frames, "policy": dataclasses.asdict(policy), "approval": approval}
+    earlier = _earlier_result(ctx, out, inputs)
+    if earlier is not None:
+        return earlier
     challenger = _candidate(doc, "challenger", records, real_conf)
     champion = _candidate(doc, "champion", records, real_conf)
     references = [cand for key in doc["candidates"] if key not in ("challenger", "champion")
@@ -188,12 +225,14 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     if champion_error:
         reasons.append(champion_error)
     promote, reasons, approval_state = apply_approval(promote, reasons, approval)
-    expected_champion = doc.get("champion_version")
     registry = Registry()
     tags = {**ctx.lineage_tags(), "argus.decision_reasons": reasons, "argus.approval": approval_state,
-            "argus.decided_by_run": f"{ctx.dag_id}/{ctx.run_id}"}
+            "argus.decided_by_run": f"{ctx.dag_id}/{ctx.run_id}",
+            **({"argus.eval_frames_sha256": eval_frames} if eval_frames else {})}
+    # the flock is only a fast path between runs of one store; the registry lock is what excludes
     with promotion_lock(ctx.store_root, name):
-        applied = registry.apply_promotion(name, chal_v, expected_champion, promote, tags)
+        applied = registry.apply_promotion(name, chal_v, expected_champion, promote, tags,
+                                           holder=holder_label(f"{ctx.dag_id}/{ctx.run_id} promote {c}"))
     if promote and not (applied["applied"] or applied["already_applied"]):
         promote = False
         reasons.append(applied["note"])
@@ -210,17 +249,25 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         "policy": {"margin": policy.margin, "kid_tolerance": policy.kid_tolerance,
                    "require_beat_reference": policy.require_beat_reference, "n_boot": policy.n_boot},
         "validation": validation, "note": applied["note"], "already_applied": applied["already_applied"],
+        "registry_outcome": applied["outcome"], "compared_with_champion": expected_champion,
+        "eval_frames_sha256": eval_frames,
         "metrics": {"challenger": {k: _finite(chal_m.get(k)) for k in ("kid", "classwise_gap", "label_preservation")},
                     "champion": {k: _finite(champ_m.get(k)) for k in ("kid", "classwise_gap", "label_preservation")}
                     if champ_m else None},
         "comparisons": decision.comparisons,
     }
     with step_run(ctx, "promote", c) as mrun:
-        mlflow.log_params({"condition": c, "margin": policy.margin, "kid_tolerance": policy.kid_tolerance,
-                           "require_beat_reference": policy.require_beat_reference, "approval": approval_state})
+        params = {"condition": c, "margin": policy.margin, "kid_tolerance": policy.kid_tolerance,
+                  "require_beat_reference": policy.require_beat_reference}
+        logged = mrun.data.params  # a rerun reopens the run: MLflow refuses to change a param, so changes are tags
+        mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+        mlflow.set_tags({"argus.approval": approval_state, "argus.registry_outcome": applied["outcome"],
+                         **{f"argus.rerun.{k}": str(v) for k, v in params.items() if k in logged and logged[k] != str(v)}})
         mlflow.log_metric("promoted", float(promote))
         mlflow.log_dict(result, f"promote_{c}/decision.json")
         result["mlflow_run_id"] = mrun.info.run_id
-    ctx.run.write_json(f"{out}/decision.json", {"challenger_version": chal_v, "applied_at_registry": True,
-                                                "result": result})
+    ctx.run.write_json(f"{out}/decision.json", {
+        "challenger_version": chal_v, "registry_outcome": applied["outcome"],
+        "applied_at_registry": applied["outcome"] in FINAL_OUTCOMES, "inputs": inputs,
+        "eval_frames_sha256": eval_frames, "result": result})
     return result

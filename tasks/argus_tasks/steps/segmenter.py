@@ -42,12 +42,24 @@ def _measure(model, frames, labels) -> dict:
                               for i in range(model.num_classes)}}
 
 
+def _move_champion(registry, version, previous, held) -> None:
+    """Point the judge's champion at ``version``; a move that did not stick is retried (exit 75)."""
+    from argus_tasks.contract import TransientStepError
+    from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL
+
+    outcome, note = registry.move_alias(SEGMENTER_MODEL, CHAMPION, version, previous, held)
+    log.info("%s", note)
+    if outcome != "moved":
+        raise TransientStepError(f"{note}; the step will be retried and pins the champion it then finds")
+
+
 def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     import mlflow
 
     from argus_tasks.data.access import lineage, load_accepted
     from argus_tasks.models import frames as F
     from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL, Registry, promotion_lock
+    from argus_tasks.models.registry_lock import holder_label
     from argus_tasks.models.runtime import set_threads
     from argus_tasks.models.segmenter import content_hash, train_segmenter
     from argus_tasks.models.segmenter_registry import load_version, log_torch_model
@@ -64,8 +76,11 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     registry = Registry()
     run_identity = {"argus.dag_id": ctx.dag_id, "argus.run_id": ctx.run_id}
 
-    with promotion_lock(ctx.store_root, SEGMENTER_MODEL):
+    # the judge's champion moves under its registry lock, shared by every deployment (the flock is a local fast path)
+    with (promotion_lock(ctx.store_root, SEGMENTER_MODEL),
+          registry.exclusive(SEGMENTER_MODEL, holder_label(f"{ctx.dag_id}/{ctx.run_id} segmenter")) as held):
         current = registry.alias(SEGMENTER_MODEL, CHAMPION)
+        current_v = str(current.version) if current is not None else None
         mine = registry.find(SEGMENTER_MODEL, run_identity) if args.retrain else None
         reuse = mine or (current if not args.retrain else None)
         if reuse is not None:
@@ -77,8 +92,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                 raise PermanentStepError(
                     f"{SEGMENTER_MODEL} v{reuse.version} reaches clear mIoU {quality['miou']:.3f} on this run's "
                     f"val+test frames, below the floor {args.min_miou}; run with --retrain (Param retrain_segmenter)")
-            if mine is not None and (current is None or str(current.version) != str(mine.version)):
-                registry.set_alias(SEGMENTER_MODEL, CHAMPION, mine.version)
+            if mine is not None and current_v != str(mine.version):
+                _move_champion(registry, mine.version, current_v, held)
             return {"model_name": SEGMENTER_MODEL, "version": str(reuse.version), "trained": False,
                     "content_hash": reuse.tags.get("argus.content_hash", ""), "model_uri":
                     f"models:/{SEGMENTER_MODEL}/{reuse.version}", "n_eval_frames": len(eval_rows), **quality}
@@ -106,7 +121,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                     "argus.content_hash": digest, "argus.clear_miou": f"{quality['miou']:.4f}"}
             mv, created = registry.register(SEGMENTER_MODEL, info.model_uri, mrun.info.run_id, run_identity, tags,
                                             description="reference semantic segmenter (clear frames), judges generators")
-            registry.set_alias(SEGMENTER_MODEL, CHAMPION, mv.version)
+            _move_champion(registry, mv.version, current_v, held)
         return {"model_name": SEGMENTER_MODEL, "version": str(mv.version), "trained": True, "created": created,
                 "content_hash": digest, "model_uri": f"models:/{SEGMENTER_MODEL}/{mv.version}",
                 "mlflow_run_id": mrun.info.run_id, "n_train_frames": len(train_rows),
