@@ -4,7 +4,8 @@
 #
 # Two targets:
 #   airflow        production (ARGUS_RUNTIME=kubernetes). Build:
-#                    docker build -f docker/airflow.Dockerfile --target airflow -t .../argus/airflow:TAG .
+#                    docker build -f docker/airflow.Dockerfile --target airflow \
+#                      --build-arg ARGUS_GIT_COMMIT=$(git rev-parse HEAD) -t .../argus/airflow:TAG .
 #   airflow-local  the same plus a separate virtualenv with the task package and CPU torch, for a
 #                  single host without a cluster (docker-compose, ARGUS_RUNTIME=local). Airflow's
 #                  own environment stays torch-free; the local runtime runs the executable
@@ -35,6 +36,12 @@ ENV AIRFLOW__CORE__LOAD_EXAMPLES=False \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/airflow/plugins \
     ARGUS_K8S_NAMESPACE=argus
+
+# The commit of the DAGs and plugins (and of the task package of airflow-local): lineage. Steps get it
+# as ARGUS_DAG_GIT_COMMIT (pods) or ARGUS_GIT_COMMIT (local runtime, same code).
+ARG ARGUS_GIT_COMMIT=""
+LABEL org.opencontainers.image.revision="${ARGUS_GIT_COMMIT}"
+ENV ARGUS_GIT_COMMIT="${ARGUS_GIT_COMMIT}"
 
 # Chooses the runtime (kubernetes when a kubeconfig or an in-cluster service account is present,
 # local otherwise) and then hands over to the official entrypoint.

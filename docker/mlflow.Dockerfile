@@ -21,5 +21,10 @@ WORKDIR /home/mlflow
 USER 10002:10002
 EXPOSE 5000
 
+# Last, so that a new commit rebuilds only these metadata layers.
+ARG ARGUS_GIT_COMMIT=""
+LABEL org.opencontainers.image.revision="${ARGUS_GIT_COMMIT}"
+ENV ARGUS_GIT_COMMIT="${ARGUS_GIT_COMMIT}"
+
 ENTRYPOINT ["mlflow"]
 CMD ["server", "--host", "0.0.0.0", "--port", "5000"]

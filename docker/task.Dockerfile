@@ -2,8 +2,10 @@
 # Expectations context) and nothing of Airflow. Its entrypoint is the task CLI, so a pod runs
 # `argus-task <step> [args]`, the same command line as the local runtime.
 #
-# Build from the repository root:
-#   docker build -f docker/task.Dockerfile -t registry.example.com/argus/task:$(git rev-parse --short HEAD) .
+# Build from the repository root, with the commit (recorded as the image's revision label and as
+# ARGUS_GIT_COMMIT, the lineage of every model the image trains):
+#   docker build -f docker/task.Dockerfile --build-arg ARGUS_GIT_COMMIT=$(git rev-parse HEAD) \
+#     -t registry.example.com/argus/task:$(git rev-parse --short HEAD) .
 #
 # torch 2.13.0 is built against CUDA 13.0 (cu130); the base image brings the CUDA 13.0 user-space
 # runtime and the torch wheel brings its own cuDNN/cuBLAS/NCCL. The node needs an NVIDIA driver
@@ -80,6 +82,11 @@ COPY great_expectations/ /opt/argus/great_expectations/
 WORKDIR /home/argus
 # Numeric user, so that Kubernetes can check runAsNonRoot without a runAsUser in the pod.
 USER 10001:10001
+
+# Last, so that a new commit rebuilds only these metadata layers: the code's commit, for lineage.
+ARG ARGUS_GIT_COMMIT=""
+LABEL org.opencontainers.image.revision="${ARGUS_GIT_COMMIT}"
+ENV ARGUS_GIT_COMMIT="${ARGUS_GIT_COMMIT}"
 
 ENTRYPOINT ["/usr/bin/tini", "--", "argus-task"]
 CMD ["--help"]

@@ -6,6 +6,10 @@ live into the task log, exit codes map to Airflow outcomes as in the Kubernetes 
 process never outlives the task: it runs in its own process group, is killed with the group when
 the task is killed, gets SIGTERM from the kernel if the task process dies, and is stopped when the
 worker that supervises the task process dies.
+
+The step sees the contract env plus an allow-list of the worker's environment (:func:`step_environment`),
+never the rest of it: the worker holds Airflow's own secrets (Fernet key, metadata database URL, JWT
+secret), which a step has no use for.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +36,45 @@ from argus_airflow.step_spec import StepSpec
 PR_SET_PDEATHSIG = 1
 KILL_GRACE_S = 10
 ORPHAN_POLL_S = 1.0
+
+# What a step may inherit from the worker's environment, besides the contract env (by exact name or prefix).
+PASS_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "TERM",
+    "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "PYTHONUNBUFFERED", "PYTHONIOENCODING",
+    "PYTHONUTF8", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+    "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_MAX_THREADS", "KMP_AFFINITY", "NCCL_DEBUG", "NCCL_SOCKET_IFNAME",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "GIT_PYTHON_REFRESH", "GIT_SSH_COMMAND", "GIT_TERMINAL_PROMPT", "SSH_AUTH_SOCK", "GX_ANALYTICS_ENABLED",
+    "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+})
+PASS_PREFIXES = ("LC_", "ARGUS_", "MLFLOW_", "DVC_", "NVIDIA_", "TORCH_")
+# The object store's credentials and settings (store, DVC remote, MLflow artifacts on S3): the worker holds
+# them for its steps (docker-compose.yaml); a pod gets the same keys from the Kubernetes secret.
+STORE_PREFIXES = ("AWS_",)
+# Never passed by prefix: names that look like a credential. MLflow's own login is passed: the step talks
+# to MLflow.
+CREDENTIAL_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|FERNET|PRIVATE|CREDENTIAL", re.I)
+MLFLOW_LOGIN = frozenset({"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"})
+
+
+def step_environment(worker_env: dict[str, str], contract: dict[str, str]) -> dict[str, str]:
+    """The env of a local step: the allow-listed part of ``worker_env``, then the contract env over it.
+
+    Passed: ``PASS_NAMES``; names starting with ``PASS_PREFIXES`` unless they look like a credential
+    (``CREDENTIAL_NAME``; MLflow's own login excepted); the object store's ``AWS_*``. Everything else
+    (``AIRFLOW__*`` with the Fernet key, the database URL and the JWT secret, ``AIRFLOW_CONN_*``...)
+    stays with the worker.
+    """
+    env = {}
+    for name, value in worker_env.items():
+        if name in PASS_NAMES or name in MLFLOW_LOGIN or name.startswith(STORE_PREFIXES):
+            env[name] = value
+        elif name.startswith(PASS_PREFIXES) and not CREDENTIAL_NAME.search(name):
+            env[name] = value
+    env.update(contract)
+    return env
 
 
 def resolve_entrypoint(command: str) -> str:
@@ -159,7 +203,7 @@ def git_commit() -> str:
 class LocalStepOperator(StepOperatorMixin, BaseOperator):
     """Runs ``spec.command + arguments`` locally with the step contract's env."""
 
-    template_fields = ("arguments", "env_vars")
+    template_fields = ("condition", "arguments", "env_vars")  # condition first: arguments use it
     ui_color = "#d7ecff"
 
     def __init__(self, *, step_spec: StepSpec, cmds: list[str], arguments: list[str],
@@ -178,9 +222,10 @@ class LocalStepOperator(StepOperatorMixin, BaseOperator):
         with tempfile.TemporaryDirectory(prefix="argus-step-") as tmp:
             xcom_dir = Path(tmp) / "airflow" / "xcom"
             xcom_dir.mkdir(parents=True)
-            env = {**os.environ, **{k: str(v) for k, v in self.env_vars.items()}}
+            env = step_environment(dict(os.environ), {k: str(v) for k, v in self.env_vars.items()})
             env["ARGUS_XCOM_RETURN"] = str(xcom_dir / "return.json")
-            env.setdefault("ARGUS_GIT_COMMIT", git_commit())
+            if not env.get("ARGUS_GIT_COMMIT"):  # a baked image's commit, else this checkout's
+                env["ARGUS_GIT_COMMIT"] = git_commit()
             self.log.info("running %s", " ".join(argv))
             started = time.time()
             code, result, tail = run_step_process(argv, env, self.log, cwd=str(REPO_ROOT),

@@ -17,9 +17,14 @@ from argus_airflow.step_spec import StepSpec
 
 
 class PodStepOperator(StepOperatorMixin, BaseOperator):
-    """Runs ``cmds + arguments`` in the task image as a Kubernetes pod (see module doc)."""
+    """Runs ``cmds + arguments`` in the task image as a Kubernetes pod (see module doc).
 
-    template_fields = ("arguments", "env_vars")
+    ``cmds`` is the step's command (``StepSpec.command``), as in the local runtime: ``["argus-task"]`` is
+    the image's entrypoint and leaves the container command unset; another command (``torchrun ...``)
+    becomes the container command, behind tini.
+    """
+
+    template_fields = ("condition", "arguments", "env_vars")  # condition first: arguments use it
     ui_color = "#e6f0ff"
 
     def __init__(self, *, step_spec: StepSpec, settings: Settings, cmds: list[str], arguments: list[str],
@@ -35,13 +40,14 @@ class PodStepOperator(StepOperatorMixin, BaseOperator):
 
     def build_pod_operator(self):
         """The KubernetesPodOperator for the (rendered) arguments and env of this task."""
-        from argus_airflow.kubernetes_runtime import ArgusPodOperator, pod_kwargs
+        from argus_airflow.kubernetes_runtime import ArgusPodOperator, container_command, pod_kwargs
 
         return ArgusPodOperator(
             task_id=self.task_id,
             step_spec=self.step_spec,
             condition=self.condition,
-            cmds=None,  # the image's own entrypoint (tini -- argus-task) runs the arguments
+            # ["argus-task"]: the image's own entrypoint (tini -- argus-task); any other command behind tini
+            cmds=container_command(self.cmds),
             arguments=[str(a) for a in self.arguments],
             env_vars={k: str(v) for k, v in self.env_vars.items()},
             **pod_kwargs(self.step_spec, self.settings),

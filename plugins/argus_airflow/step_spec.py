@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -18,6 +19,23 @@ PRIORITY_CLASSES = {
 # Airflow priority weights: a run's downstream steps go before another run's upstream ones, so a
 # started run finishes before the next one takes the shared GPUs.
 PRIORITY_WEIGHTS = {"data": 1, "training": 5, "evaluation": 8, "promotion": 10, "report": 10}
+# Local disk (ephemeral-storage request = limit) per kind of step, unless the spec says otherwise: data
+# steps cache frames and Data Docs, training holds frames plus checkpoints, evaluation frames and grids.
+EPHEMERAL_STORAGE = {"data": "20Gi", "training": "50Gi", "evaluation": "20Gi", "promotion": "1Gi", "report": "1Gi"}
+# Memory-backed /dev/shm of GPU steps (NCCL, data loaders; the container default is 64 MiB). It counts
+# against the memory limit, so it stays at most half of it.
+SHM_SIZE = {"training": "8Gi", "evaluation": "2Gi"}
+_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T|m)?")
+_UNITS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
+          "Ti": 2**40}
+
+
+def quantity(value: str, what: str) -> float:
+    """A Kubernetes quantity ("500m", "2", "8Gi") as a number; a clear error naming ``what`` otherwise."""
+    m = _QUANTITY.fullmatch(str(value).strip())
+    if not m:
+        raise ValueError(f"{what}: {value!r} is not a Kubernetes quantity (e.g. '2', '500m', '8Gi')")
+    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 @dataclass(frozen=True)
@@ -26,7 +44,10 @@ class StepSpec:
 
     ``arguments`` are Jinja templates rendered by Airflow (``params``, ``data_interval_start``,
     ``task.condition`` for mapped steps...). Resources are what one pod requests; ``gpus`` also
-    decides the Airflow pool slots drawn from the shared GPU pool.
+    decides the Airflow pool slots drawn from the shared GPU pool. ``ephemeral_storage`` (local disk)
+    and ``shm_size`` (memory-backed ``/dev/shm`` of GPU pods) default by kind. ``command`` is the
+    image's entrypoint program (``argus-task``) in both runtimes; another command (``torchrun ...``)
+    becomes the pod's container command.
     """
 
     name: str
@@ -39,12 +60,36 @@ class StepSpec:
     doc: str = ""
     command: tuple[str, ...] = ("argus-task",)
     extra_env: dict[str, str] = field(default_factory=dict)
+    ephemeral_storage: str = ""  # request = limit; "" -> EPHEMERAL_STORAGE of the kind
+    shm_size: str = ""  # memory-backed /dev/shm; "" -> SHM_SIZE of the kind for GPU steps, none otherwise
 
     def __post_init__(self):
         if self.kind not in PRIORITY_CLASSES:
             raise ValueError(f"step {self.name!r}: unknown kind {self.kind!r}; one of {sorted(PRIORITY_CLASSES)}")
         if self.gpus < 0:
             raise ValueError(f"step {self.name!r}: gpus must be >= 0")
+        if quantity(self.cpu, f"step {self.name!r} cpu") <= 0:
+            raise ValueError(f"step {self.name!r}: cpu must be > 0, got {self.cpu!r}")
+        memory = quantity(self.memory, f"step {self.name!r} memory")
+        quantity(self.disk, f"step {self.name!r} ephemeral_storage")
+        if self.shm_size and quantity(self.shm_size, f"step {self.name!r} shm_size") > memory / 2:
+            raise ValueError(f"step {self.name!r}: /dev/shm of {self.shm} is memory and counts against the memory "
+                             f"limit {self.memory}; keep it at most half of it (raise memory or lower shm_size)")
+
+    @property
+    def disk(self) -> str:
+        """The ephemeral-storage request and limit of the pod."""
+        return self.ephemeral_storage or EPHEMERAL_STORAGE[self.kind]
+
+    @property
+    def shm(self) -> str:
+        """Size of the memory-backed /dev/shm, or "" for none (the runtime's default). Unless set, a GPU
+        step gets its kind's size, at most half its memory."""
+        if self.shm_size or not self.gpus:
+            return self.shm_size
+        default = SHM_SIZE.get(self.kind, "1Gi")
+        half = quantity(self.memory, "memory") / 2
+        return default if quantity(default, "shm") <= half else f"{int(half // 2**20)}Mi"
 
     @property
     def full_arguments(self) -> list[str]:
@@ -75,7 +120,9 @@ def contract_env(settings: Settings, spec: StepSpec) -> dict[str, str]:
     """The env of the step contract (``argus_tasks.contract``), templated per task instance.
 
     Holds no secret: credentials reach pods through a Kubernetes Secret (``envFrom``) and local
-    processes through the worker's own environment.
+    processes through the allow-listed part of the worker's environment
+    (:func:`argus_airflow.local_runtime.step_environment`). ``ARGUS_CPU_REQUEST`` tells the step the CPUs
+    it was given; ``ARGUS_IMAGE_DIGEST`` and ``ARGUS_DAG_GIT_COMMIT`` are lineage, when the deployment knows them.
     """
     env = {
         "ARGUS_STORE": settings.store,
@@ -95,8 +142,22 @@ def contract_env(settings: Settings, spec: StepSpec) -> dict[str, str]:
         env["MLFLOW_TRACKING_URI"] = f"{{{{ {c}.schema or 'http' }}}}://{{{{ {c}.host }}}}:{{{{ {c}.port or 5000 }}}}"
     if settings.dvc_remote:
         env["ARGUS_DVC_REMOTE"] = settings.dvc_remote
+    # the CPUs the step may use (its request), whatever the node has: threads and workers are bounded by it
+    env["ARGUS_CPU_REQUEST"] = spec.cpu
+    if settings.image_digest:
+        env["ARGUS_IMAGE_DIGEST"] = settings.image_digest
+    if settings.git_commit:  # the DAG code's commit; the step's own code commit is ARGUS_GIT_COMMIT
+        env["ARGUS_DAG_GIT_COMMIT"] = settings.git_commit
     env.update(spec.extra_env)
     return env
+
+
+def execution_timeout(spec: StepSpec, settings: Settings) -> timedelta:
+    """The step's run time, plus the time its pod may wait for a node (GPU pods queue for the shared pool)."""
+    if not settings.kubernetes:
+        return spec.timeout
+    wait = settings.gpu_schedule_timeout_s if spec.gpus else settings.schedule_timeout_s
+    return spec.timeout + timedelta(seconds=wait + settings.startup_timeout_s)
 
 
 def operator_defaults(spec: StepSpec, settings: Settings) -> dict:
@@ -111,6 +172,6 @@ def operator_defaults(spec: StepSpec, settings: Settings) -> dict:
         "retry_delay": timedelta(seconds=settings.retry_delay_s),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=10),
-        "execution_timeout": spec.timeout,
+        "execution_timeout": execution_timeout(spec, settings),
         "doc_md": spec.doc or None,
     }

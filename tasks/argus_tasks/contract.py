@@ -17,7 +17,10 @@ Exit codes are the only other channel back to Airflow:
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import re
 from dataclasses import dataclass, field
 
 EXIT_OK = 0
@@ -35,9 +38,17 @@ ENV_MAP_INDEX = "ARGUS_MAP_INDEX"
 ENV_XCOM_RETURN = "ARGUS_XCOM_RETURN"  # where the return JSON goes
 ENV_DATASET_REGISTRY = "ARGUS_DATASET_REGISTRY"  # git URL or path of the DVC dataset registry
 ENV_DVC_REMOTE = "ARGUS_DVC_REMOTE"  # optional override of the registry's default DVC remote
-ENV_GIT_COMMIT = "ARGUS_GIT_COMMIT"  # commit of the pipeline code (lineage)
-ENV_IMAGE = "ARGUS_IMAGE"  # task image reference (lineage)
+ENV_GIT_COMMIT = "ARGUS_GIT_COMMIT"  # commit of the step's code: baked into the task image, or the checkout's
+ENV_DAG_GIT_COMMIT = "ARGUS_DAG_GIT_COMMIT"  # commit of the DAG code that launched the step (the Airflow image)
+ENV_IMAGE = "ARGUS_IMAGE"  # task image reference (lineage); repo@sha256:... names its digest too
+ENV_IMAGE_DIGEST = "ARGUS_IMAGE_DIGEST"  # sha256:<64 hex> of the task image, when the deployment knows it
 ENV_SCRATCH = "ARGUS_SCRATCH"  # local scratch directory (cache of an s3:// store)
+ENV_CPU_REQUEST = "ARGUS_CPU_REQUEST"  # the CPUs the step was given (a Kubernetes quantity: "2", "500m")
+
+UNKNOWN = "unknown"
+COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+log = logging.getLogger(__name__)
 
 DEFAULT_XCOM_RETURN = "/airflow/xcom/return.json"  # what KubernetesPodOperator's sidecar reads
 DEFAULT_STORE = ".argus/store"
@@ -74,11 +85,13 @@ class StepContext:
     try_number: int = 1
     map_index: int = -1
     return_file: str = DEFAULT_XCOM_RETURN
-    git_commit: str = "unknown"
+    git_commit: str = UNKNOWN
     image: str = "local"
     dataset_registry: str = ""
     dvc_remote: str = ""
     extra: dict = field(default_factory=dict)
+    image_digest: str = ""
+    dag_git_commit: str = ""
 
     @classmethod
     def from_env(cls, environ: os._Environ | dict | None = None) -> StepContext:
@@ -91,10 +104,12 @@ class StepContext:
             try_number=int(env.get(ENV_TRY_NUMBER, "1") or 1),
             map_index=int(env.get(ENV_MAP_INDEX, "-1") or -1),
             return_file=env.get(ENV_XCOM_RETURN, DEFAULT_XCOM_RETURN),
-            git_commit=env.get(ENV_GIT_COMMIT, "unknown"),
+            git_commit=_commit(env, ENV_GIT_COMMIT) or UNKNOWN,
             image=env.get(ENV_IMAGE, "local"),
             dataset_registry=env.get(ENV_DATASET_REGISTRY, ""),
             dvc_remote=env.get(ENV_DVC_REMOTE, ""),
+            image_digest=image_digest(env),
+            dag_git_commit=_commit(env, ENV_DAG_GIT_COMMIT),
         )
 
     @property
@@ -105,8 +120,8 @@ class StepContext:
         return RunStore(self.store_root, self.dag_id, self.run_id)
 
     def lineage_tags(self) -> dict[str, str]:
-        """Tags that make every MLflow object traceable to the Airflow run and the code."""
-        return {
+        """Tags that make every MLflow object traceable to the Airflow run, the code and the image."""
+        tags = {
             "argus.dag_id": self.dag_id,
             "argus.run_id": self.run_id,
             "argus.task_id": self.task_id,
@@ -115,3 +130,57 @@ class StepContext:
             "argus.git_commit": self.git_commit,
             "argus.image": self.image,
         }
+        if self.image_digest:
+            tags["argus.image_digest"] = self.image_digest
+        if self.dag_git_commit:
+            tags["argus.dag_git_commit"] = self.dag_git_commit
+        return tags
+
+
+def _commit(env, name: str) -> str:
+    """A full git commit id from ``env[name]``; "" (with a warning) when unset or not a commit id."""
+    value = str(env.get(name, "") or "").strip().lower()
+    if value in ("", UNKNOWN):
+        return ""
+    if not COMMIT.fullmatch(value):
+        log.warning("%s=%r is not a full git commit id (40 hex digits): lineage records %r instead", name, value,
+                    UNKNOWN)
+        return ""
+    return value
+
+
+def image_digest(env) -> str:
+    """The task image's digest, ``sha256:<64 hex>``: from ``ARGUS_IMAGE_DIGEST`` or an ``ARGUS_IMAGE`` pinned
+    as ``repo@sha256:...``; "" when unknown or malformed (a malformed one is logged, never recorded)."""
+    _, at, pinned = str(env.get(ENV_IMAGE, "") or "").partition("@")
+    declared = str(env.get(ENV_IMAGE_DIGEST, "") or "").strip()
+    found = [(name, v) for name, v in ((ENV_IMAGE_DIGEST, declared), (ENV_IMAGE, pinned if at else "")) if v]
+    for name, value in found:
+        if not DIGEST.fullmatch(value):
+            log.warning("%s names digest %r, which is not sha256:<64 lowercase hex>: no digest recorded", name, value)
+            return ""
+    if len({v for _, v in found}) > 1:
+        log.warning("%s=%s and the digest of %s=%s differ: no digest recorded", ENV_IMAGE_DIGEST, declared,
+                    ENV_IMAGE, pinned)
+        return ""
+    return found[0][1] if found else ""
+
+
+def cpu_budget(environ=None) -> int:
+    """The CPUs this step may keep busy: ``min(ARGUS_CPU_REQUEST, os.cpu_count(), CPUs of this process's
+    affinity)``, at least 1. A pod sees every CPU of its node; only its request is its own."""
+    env = os.environ if environ is None else environ
+    limits = [os.cpu_count() or 1]
+    try:
+        limits.append(len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        pass
+    raw = str(env.get(ENV_CPU_REQUEST, "") or "").strip()
+    if raw:
+        try:
+            request = float(raw[:-1]) / 1000 if raw.endswith("m") else float(raw)
+        except ValueError:
+            log.warning("%s=%r is not a CPU quantity (e.g. '2', '500m'): ignored", ENV_CPU_REQUEST, raw)
+        else:
+            limits.append(math.floor(request))
+    return max(1, min(limits))

@@ -187,6 +187,44 @@ def test_airflow_image_recipe(repo_pins):
     assert "whl/cpu" in local.text()
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_image_bakes_in_the_commit_it_was_built_from(dockerfile):
+    """``--build-arg ARGUS_GIT_COMMIT=$(git rev-parse HEAD)`` becomes the OCI revision label and the env
+    the steps record as lineage (``argus.git_commit``); without it they record "unknown"."""
+    # the airflow image's `airflow` stage (airflow-local builds on it and inherits label and env)
+    final = stages(dockerfile.name)[0 if dockerfile.name == "airflow.Dockerfile" else -1]
+    assert [i.args.split("=")[0] for i in final.all("ARG") if i.args.startswith("ARGUS_GIT_COMMIT")] == [
+        "ARGUS_GIT_COMMIT"], f"{dockerfile.name}: no ARG ARGUS_GIT_COMMIT in the image's stage"
+    labels = " ".join(i.args for i in final.all("LABEL"))
+    assert 'org.opencontainers.image.revision="${ARGUS_GIT_COMMIT}"' in labels, labels
+    assert final.env().get("ARGUS_GIT_COMMIT") == "${ARGUS_GIT_COMMIT}"
+    arg_line = next(i.lineno for i in final.all("ARG") if i.args.startswith("ARGUS_GIT_COMMIT"))
+    later = [i.keyword for i in final.instructions if i.lineno > arg_line]
+    assert not {"RUN", "COPY"} & set(later), (
+        f"{dockerfile.name}: ARG ARGUS_GIT_COMMIT before {later}: every commit would rebuild those layers")
+
+
+def test_compose_passes_the_commit_to_every_image_it_builds():
+    import yaml
+
+    doc = yaml.safe_load((support.REPO / "docker-compose.yaml").read_text())
+    built = {name: svc["build"] for name, svc in doc["services"].items() if "build" in svc}
+    assert {"airflow-scheduler", "mlflow"} <= set(built)
+    for name, build in built.items():
+        assert build.get("args", {}).get("ARGUS_GIT_COMMIT") == "${ARGUS_GIT_COMMIT:-}", name
+
+
+def test_a_pod_runs_the_image_entrypoint_when_the_step_command_is_the_entrypoint_program():
+    from argus_airflow import kubernetes_runtime
+    from argus_airflow.step_spec import StepSpec
+
+    entry = stages("task.Dockerfile")[-1].last("ENTRYPOINT").exec_form()
+    assert tuple(entry) == kubernetes_runtime.IMAGE_ENTRYPOINT
+    assert kubernetes_runtime.container_command(list(StepSpec(name="x").command)) is None
+    assert kubernetes_runtime.container_command(["torchrun", "--nproc-per-node=2", "-m", "argus_tasks", "train"]) == [
+        *entry[:-1], "torchrun", "--nproc-per-node=2", "-m", "argus_tasks", "train"]
+
+
 # ---- the runtime choice of the Airflow entrypoint ---------------------------------------------------
 ENTRYPOINT = DOCKER / "airflow-entrypoint.sh"
 

@@ -9,8 +9,11 @@ the KubernetesPodOperator would send it (``build_pod_request_obj``, dry run: no 
 * GPU steps limit = request ``nvidia.com/gpu`` = their Airflow pool slots in ``argus_gpu``, with the
   GPU node selector and toleration of k8s/README.md; CPU steps have none of these;
 * priority class, service account and namespace exist in k8s/;
+* every pod requests (and is limited to) the ephemeral storage of its step; GPU pods get a
+  memory-backed ``/dev/shm``;
 * no secret is in the pod: credentials come only through ``envFrom`` of the named secret;
-* the local runtime would run the same entrypoint, arguments and env.
+* the local runtime would run the same entrypoint, arguments and env; the step's CPU request and the
+  image digest travel in that env.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def heavy_tasks(dag, condition: str = "fog") -> dict:
     """``{task_id: operator}`` for every heavy task; mapped ones materialised for ``condition``."""
     from argus_airflow.step_operator import StepOperatorMixin
 
+    fields = ("step_spec", "settings", "cmds", "arguments", "env_vars", "pool", "pool_slots")
     out = {}
     for task in dag.tasks:
         cls = getattr(task, "operator_class", type(task))
@@ -77,8 +81,10 @@ def heavy_tasks(dag, condition: str = "fog") -> dict:
             continue
         if hasattr(task, "partial_kwargs"):  # a mapped task: one expansion of it
             kw = task.partial_kwargs
-            keep = {k: kw[k] for k in ("step_spec", "settings", "cmds", "arguments", "env_vars", "pool",
-                                       "pool_slots") if k in kw}
+            keep = {k: kw[k] for k in fields if k in kw}
+            out[task.task_id] = cls(task_id=task.task_id, condition=condition, **keep)
+        elif not isinstance(getattr(task, "condition", None), (str, type(None))):  # in the mapped task group
+            keep = {k: getattr(task, k) for k in fields if hasattr(task, k)}
             out[task.task_id] = cls(task_id=task.task_id, condition=condition, **keep)
         else:
             out[task.task_id] = task
@@ -259,3 +265,61 @@ def test_local_runtime_runs_the_same_command_line_and_env(rendered, task_id):
     assert base["args"][0] == task_id
     pod_env = {e["name"]: e["value"] for e in base.get("env") or []}
     assert pod_env == {k: str(v) for k, v in local.env_vars.items()}
+
+
+# ---- pod resources: disk, /dev/shm, the CPU request the step sees ---------------------------------
+EXPECTED_DISK = {"pull": "20Gi", "validate": "20Gi", "segmenter": "20Gi", "train": "50Gi", "evaluate": "20Gi",
+                 "promote": "1Gi", "report": "1Gi"}
+EXPECTED_SHM = {"segmenter": "2Gi", "train": "8Gi", "evaluate": "2Gi"}
+
+
+@pytest.mark.parametrize("task_id", ["pull", "validate", "segmenter", "train", "evaluate", "promote", "report"])
+def test_pod_requests_its_disk_and_gpu_pods_get_a_memory_backed_dev_shm(rendered, task_id):
+    spec = rendered["kube"][task_id].step_spec
+    pod = rendered["pods"][task_id]
+    base = pod["spec"]["containers"][0]
+    res = base["resources"]
+    assert res["requests"]["ephemeral-storage"] == res["limits"]["ephemeral-storage"] == spec.disk
+    assert spec.disk == EXPECTED_DISK[task_id]
+    shm_mounts = [m for m in base.get("volumeMounts") or [] if m["mountPath"] == "/dev/shm"]
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    if spec.gpus:
+        (mount,) = shm_mounts
+        assert volumes[mount["name"]]["emptyDir"] == {"medium": "Memory", "sizeLimit": EXPECTED_SHM[task_id]}
+        assert EXPECTED_SHM[task_id] == spec.shm
+    else:
+        assert not shm_mounts, f"{task_id} is a CPU step: no /dev/shm volume"
+
+
+def test_a_dev_shm_larger_than_half_the_memory_is_refused():
+    from argus_airflow.step_spec import StepSpec
+
+    with pytest.raises(ValueError, match="/dev/shm of 6Gi .* memory limit 8Gi"):
+        StepSpec(name="big", kind="evaluation", gpus=1, memory="8Gi", shm_size="6Gi")
+    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+        StepSpec(name="bad", ephemeral_storage="lots")
+
+
+@pytest.mark.parametrize("task_id", ["pull", "validate", "segmenter", "train", "evaluate", "promote", "report"])
+def test_the_step_is_told_its_cpu_request_and_the_image_digest(rendered, task_id):
+    spec = rendered["kube"][task_id].step_spec
+    pod_env = {e["name"]: e["value"] for e in rendered["pods"][task_id]["spec"]["containers"][0].get("env") or []}
+    assert pod_env["ARGUS_CPU_REQUEST"] == spec.cpu
+    assert pod_env["ARGUS_CPU_REQUEST"] == rendered["pods"][task_id]["spec"]["containers"][0]["resources"][
+        "requests"]["cpu"]
+    assert pod_env["ARGUS_IMAGE_DIGEST"] == "sha256:" + "0" * 64 == PRODUCTION_ENV["ARGUS_TASK_IMAGE"].split("@")[1]
+    assert rendered["local"][task_id].env_vars["ARGUS_CPU_REQUEST"] == spec.cpu
+
+
+def test_a_step_command_other_than_the_image_entrypoint_is_the_pods_command(rendered):
+    """``cmds`` is used, not ignored: torchrun (multi-GPU training) runs behind tini like the entrypoint."""
+    from argus_airflow.pod_step import PodStepOperator
+
+    train = rendered["kube"]["train"]
+    cmds = ["torchrun", "--nproc-per-node=2", "-m", "argus_tasks"]
+    op = PodStepOperator(task_id="train", step_spec=train.step_spec, settings=train.settings, cmds=cmds,
+                         arguments=list(train.arguments), env_vars=dict(train.env_vars), condition="fog")
+    base = op.build_pod_operator().build_pod_request_obj(None, dry_run=True).spec.containers[0]
+    assert base.command == ["/usr/bin/tini", "--", *cmds]
+    assert base.args == [str(a) for a in train.arguments]
+    assert not rendered["pods"]["train"]["spec"]["containers"][0].get("command"), "the default is the entrypoint"

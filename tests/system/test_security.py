@@ -1,4 +1,5 @@
-"""Security checks on the live install: logins, trigger-time validation, and no secret anywhere visible.
+"""Security checks on the live install: logins, trigger-time validation, and no secret anywhere visible
+(code, pods, a local step's environment, logs, results, MLflow records).
 
 Pods (non-root, "restricted" profile, credentials only through ``envFrom``) are checked in depth,
 for production-like settings, in ``tests/production/test_pod_specs.py``; here the pods are rendered
@@ -107,13 +108,16 @@ spec.loader.exec_module(module)
 from argus_airflow.pod_step import PodStepOperator
 from kubernetes.client import ApiClient
 pods = {{}}
+FIELDS = ("step_spec", "settings", "cmds", "arguments", "env_vars")
 for task in module.dag.tasks:
     kw = getattr(task, "partial_kwargs", None)
     if kw is not None:
         if kw.get("step_spec") is None:
             continue
-        keep = {{k: kw[k] for k in ("step_spec", "settings", "cmds", "arguments", "env_vars")}}
-        op = PodStepOperator(task_id=task.task_id, condition="fog", **keep)
+        op = PodStepOperator(task_id=task.task_id, condition="fog", **{{k: kw[k] for k in FIELDS}})
+    elif isinstance(task, PodStepOperator) and not isinstance(task.condition, (str, type(None))):
+        # a step of the task group mapped over the conditions: one expansion of it
+        op = PodStepOperator(task_id=task.task_id, condition="fog", **{{k: getattr(task, k) for k in FIELDS}})
     elif isinstance(task, PodStepOperator):
         op = task
     else:
@@ -140,6 +144,37 @@ def test_rendered_pods_hold_no_secret_of_this_install(stack, secrets):
         names = {e["name"] for e in container.get("env") or []}
         assert not {n for n in names if re.search(r"SECRET|PASSWORD|TOKEN|FERNET|ACCESS_KEY", n)}, (task_id, names)
         assert container["securityContext"]["runAsNonRoot"] is True
+
+
+LOCAL_STEP = """
+import json, os, sys
+sys.path.insert(0, {plugins!r})
+os.environ["ARGUS_LOCAL_ENTRYPOINT"] = {probe!r}
+from argus_airflow.factory import heavy_step
+from argus_airflow.training_steps import PULL
+op = heavy_step(PULL)
+op.arguments = ["--help"]
+op.env_vars = {{k: v for k, v in op.env_vars.items() if "{{{{" not in v}}  # unrendered templates
+print(json.dumps(op.execute(context={{}})))
+"""
+
+
+def test_a_local_step_started_by_this_install_sees_none_of_its_airflow_secrets(stack, secrets, tmp_path):
+    """The step's env is the contract env plus an allow-list of the worker's: not the Fernet key, the
+    database URL, the JWT or API secret. (The object store's key is the step's own: it reads the store.)"""
+    probe = tmp_path / "argus-task"
+    probe.write_text(f"#!{VENV_BIN / 'python'}\nimport json, os\n"
+                     "json.dump(dict(os.environ), open(os.environ['ARGUS_XCOM_RETURN'], 'w'))\n")
+    probe.chmod(0o755)
+    code = LOCAL_STEP.format(plugins=str(REPO / "plugins"), probe=str(probe))
+    proc = subprocess.run([str(VENV_BIN / "python"), "-c", code], env={**stack.env, "ARGUS_RUNTIME": "local"},
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    step_env = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert step_env["ARGUS_STORE"] == stack.env.get("ARGUS_STORE", str(stack.store))
+    airflow_secrets = {name: value for name, value in secrets.items() if name != "AWS_SECRET_ACCESS_KEY"}
+    assert not _leaks(json.dumps(step_env), airflow_secrets), f"the step got {_leaks(json.dumps(step_env), secrets)}"
+    assert not [k for k in step_env if k.startswith("AIRFLOW")], sorted(step_env)
 
 
 def test_no_secret_appears_in_any_log_result_or_mlflow_record(stack, secrets):

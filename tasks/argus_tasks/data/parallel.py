@@ -8,17 +8,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
+from argus_tasks.contract import cpu_budget
+
 log = logging.getLogger(__name__)
 
 
 def default_workers() -> int:
-    """Worker processes: ``ARGUS_WORKERS`` if set, else the CPUs this process may use."""
+    """Worker processes: the CPUs this step was given (:func:`~argus_tasks.contract.cpu_budget`: its
+    pod's CPU request, bounded by the machine's and this process's CPUs), or ``ARGUS_WORKERS`` if set
+    and smaller. Each worker is a forked copy of the step, inside the step's memory limit."""
+    budget = cpu_budget()
     if os.environ.get("ARGUS_WORKERS"):
-        return max(1, int(os.environ["ARGUS_WORKERS"]))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        wanted = max(1, int(os.environ["ARGUS_WORKERS"]))
+        if wanted > budget:
+            log.info("ARGUS_WORKERS=%d, but %d CPUs are given to this step: using %d workers", wanted, budget, budget)
+        return min(wanted, budget)
+    return budget
 
 
 def parallel_map(fn: Callable, items: list, *, workers: int | None = None, what: str = "items",

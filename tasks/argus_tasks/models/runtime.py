@@ -7,21 +7,33 @@ the tests set it to 1.
 The same count applies to numpy's BLAS (OpenBLAS starts one thread per core by default): the
 metrics do many small matrix products (KID kernels, bootstrap sums), and on a loaded 2-core
 machine a two-thread OpenBLAS product of an 80x224 matrix measured 30x slower than one thread.
+
+Whatever is asked, a step never runs more threads than the CPUs it was given
+(:func:`argus_tasks.contract.cpu_budget`: its pod's CPU request, ``ARGUS_CPU_REQUEST``, bounded by
+the CPUs of the machine and of this process's affinity): a pod sees every CPU of its node.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
+from argus_tasks.contract import cpu_budget
+
 ENV_THREADS = "ARGUS_TORCH_THREADS"
+log = logging.getLogger(__name__)
 
 
 def cpu_threads(default: int | None) -> int:
+    """``ARGUS_TORCH_THREADS``, else ``default``, else 1; at most :func:`cpu_budget`."""
     env = os.environ.get(ENV_THREADS, "").strip()
-    if env:
-        return max(1, int(env))
-    return max(1, int(default or 1))
+    wanted = max(1, int(env) if env else int(default or 1))
+    budget = cpu_budget()
+    if wanted > budget:
+        log.info("%d CPU threads asked, %d CPUs given to this step (ARGUS_CPU_REQUEST / affinity): using %d",
+                 wanted, budget, budget)
+    return min(wanted, budget)
 
 
 def limit_blas_threads(n: int):
