@@ -27,7 +27,7 @@ FEAT_GEN = np.random.default_rng(7).normal(size=(N_GEN, 8))
 FEAT_REAL = np.random.default_rng(8).normal(size=(N_REAL, 8))
 REAL_ACC = 0.55
 OK_SANITY = {"finite_in_range": True, "differs_from_input": True, "no_collapse": True}
-VALID = {"passed": True, "quarantine_exceeded": False}
+VALID = {"passed": True}
 
 
 def _frames(n: int, acc: float, rng, pixels: int = 200) -> np.ndarray:
@@ -136,8 +136,7 @@ def test_missing_challenger_fails_closed(refs):
 
 
 @pytest.mark.parametrize("validation, words", [
-    ({"passed": False, "quarantine_exceeded": False}, "did not pass"),
-    ({"passed": True, "quarantine_exceeded": True}, "quarantined fraction exceeded"),
+    ({"passed": False}, "did not pass"),
     (None, "validation outcome missing"),
 ])
 def test_failed_or_missing_validation_fails_closed(real_conf, refs, validation, words):

@@ -80,7 +80,7 @@ def test_train_evaluate_promote(session_segmenter, steps, validated_run):
     # rejected or refused: nothing moved, and the version carries the decision
     assert not first["promoted"] and first["champion_version"] is None
     assert reg.version(name, version).tags["argus.decision"] == "not_promoted"
-    rc, second = steps(["promote", "--condition", "fog", "--approval", approval], run_id)
+    rc, second = steps(["promote", "--condition", "fog", "--approval", approval, "--n-boot", "200"], run_id)
     assert rc == 0 and second["already_applied"] and "already applied" in second["note"]
 
 

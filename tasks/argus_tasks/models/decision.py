@@ -168,8 +168,9 @@ def decide(champion: Candidate | None, challenger: Candidate | None,
            references: Sequence[Candidate], policy: Policy, validation: Mapping | None = None) -> Decision:
     """Promote ``challenger`` over ``champion`` or not, with the reasons.
 
-    ``validation`` is the data gate's outcome for the run (``{"passed": bool,
-    "quarantine_exceeded": bool}``); None counts as missing and blocks promotion.
+    ``validation`` is the data gate's outcome for the run (``{"passed": bool, ...}``; a failed gate,
+    more bad frames than the quarantine threshold included, never reaches promote: its step refuses
+    such a record); None counts as missing and blocks promotion.
     """
     reasons: list[str] = []
     comparisons: dict = {}
@@ -179,8 +180,6 @@ def decide(champion: Candidate | None, challenger: Candidate | None,
     else:
         if not validation.get("passed", False):
             reasons.append("data validation did not pass")
-        if validation.get("quarantine_exceeded", False):
-            reasons.append("quarantined fraction exceeded the validation threshold")
     reasons += _problems(challenger, "challenger")
     if challenger is not None and challenger.sanity is not None:
         failed = [g for g, ok in challenger.sanity.items() if not ok]

@@ -77,6 +77,9 @@ def apply_approval(promote: bool, reasons: list[str], approval: dict) -> tuple[b
     who, comment = approval.get("by", "?"), approval.get("comment", "")
     if approval.get("approved") is True:
         return True, reasons + [f"approved by {who}: {comment}".rstrip(": ")], "approved"
+    if approval.get("timed_out"):
+        return False, reasons + [f"human approval timed out: {who} answered, so the approval rejects (fails "
+                                 "closed); nothing moves"], "timed_out"
     state = "rejected" if approval.get("approved") is False else "missing"
     return False, reasons + [f"human approval {state} (by {who}: {comment}); nothing moves"], state
 
