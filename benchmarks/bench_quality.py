@@ -48,13 +48,17 @@ def segmenter(root, manifest):
     import torch
 
     from argus_tasks.models.segmenter import train_segmenter
+    from argus_tasks.models.segmenter_registry import module_spec, rebuild
 
-    path = CACHE / "segmenter.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False)
+    path, spec_path = CACHE / "segmenter-weights.pt", CACHE / "segmenter-module.json"
+    if path.exists() and spec_path.exists():  # weights only: the cache never unpickles objects
+        model = rebuild(json.loads(spec_path.read_text()))
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
     x, y = load(root, manifest, "clear", ("train",))
     model = train_segmenter(x.float() / 255.0, y)
-    torch.save(model, path)
+    torch.save(model.state_dict(), path)
+    spec_path.write_text(json.dumps(module_spec(model)))
     return model
 
 

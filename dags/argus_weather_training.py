@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, task, task_group
 
@@ -49,8 +49,7 @@ with DAG(
     catchup=False,
     max_active_runs=2,
     # the approval window plus every step of the longest path with all its retries
-    dagrun_timeout=dagrun_timeout((PULL, VALIDATE, TRAIN, EVALUATE, PROMOTE, REPORT), SETTINGS.retries,
-                                  timedelta(seconds=SETTINGS.retry_delay_s)),
+    dagrun_timeout=dagrun_timeout((PULL, VALIDATE, TRAIN, EVALUATE, PROMOTE, REPORT), SETTINGS),
     # ARGUS_PARAM_DEFAULTS (JSON) lets a deployment change what its scheduled runs do
     params=training_params("full" if SETTINGS.kubernetes else "tiny", SETTINGS.param_defaults),
     doc_md=DOC,

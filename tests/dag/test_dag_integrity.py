@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -80,6 +80,19 @@ def test_the_run_may_last_the_approval_window_plus_training_with_its_retries(dag
     assert dag.dagrun_timeout >= APPROVAL_WINDOW + train_tries, dag.dagrun_timeout
     assert dag.get_task("approve").response_timeout == APPROVAL_WINDOW
     assert dag.get_task("approve").defaults == ["Reject"], "no answer in time must reject (fail closed)"
+
+
+def test_on_kubernetes_the_run_also_allows_every_try_to_wait_for_a_gpu(monkeypatch):
+    from argus_airflow import settings
+    from argus_airflow.run_timeout import APPROVAL_WINDOW, dagrun_timeout
+    from argus_airflow.training_steps import TRAIN
+
+    monkeypatch.setenv("ARGUS_RUNTIME", "kubernetes")
+    s = settings.load()
+    gpu_wait = timedelta(seconds=s.gpu_schedule_timeout_s)
+    assert gpu_wait >= timedelta(hours=1)
+    tries = s.retries + 1
+    assert dagrun_timeout([TRAIN], s) >= APPROVAL_WINDOW + (TRAIN.timeout + gpu_wait) * tries
 
 
 def test_every_heavy_task_comes_from_its_spec(dag):

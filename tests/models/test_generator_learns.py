@@ -34,7 +34,8 @@ def _load(template, condition, splits):
 
 @pytest.mark.slow
 def test_tiny_generator_learns_fog(dataset_template, session_segmenter):
-    import mlflow.pytorch
+    from argus_tasks.models.registry_adapter import Registry
+    from argus_tasks.models.segmenter_registry import load_version
 
     torch.manual_seed(0)
     cfg = load_config("tiny", {"steps": STEPS, "log_every_steps": LOG_EVERY})
@@ -47,7 +48,7 @@ def test_tiny_generator_learns_fog(dataset_template, session_segmenter):
     assert last < 0.7 * first["loss_nce"], history  # content loss falls as the encoder learns
     assert np.mean([h["loss_g"] for h in history[-3:]]) < first["loss_g"], history
 
-    segmenter = mlflow.pytorch.load_model(session_segmenter["model_uri"], map_location="cpu").eval()
+    segmenter = load_version(Registry(), session_segmenter["model_name"], session_segmenter["version"])
     source = _load(dataset_template, "clear", ("val", "test")).float() / 255.0
     real = _load(dataset_template, "fog", ("val", "test")).float() / 255.0
     generated = translate(model.G, source, seed=0)

@@ -146,3 +146,24 @@ def test_the_stored_flavor_needs_no_pickle_to_be_read(store):
     model = Model.load(str(folder / "MLmodel"))
     assert set(model.flavors) == {FLAVOR}
     assert model.signature is not None and tuple(model.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 3, 16, 16)
+
+
+def test_a_judge_of_the_old_pickled_format_is_replaced_not_loaded(store, steps, validated_run, monkeypatch):
+    """An install from before safe loading has a pickled judge as champion: the segmenter step trains
+    a new judge instead of failing every run (or unpickling the old one)."""
+    import mlflow.pytorch
+
+    def log_pickled(model):
+        return mlflow.pytorch.log_model(model, name="segmenter", serialization_format="pickle")
+
+    old, folder = _register(store, _segmenter(0), log=log_pickled)
+    (pickled,) = folder.glob("data/model.pth")
+    torch.save(Payload(store["marker"]), pickled)
+    store["registry"].set_alias("argus-downstream-segmenter", "champion", old)
+    run_id, _ = validated_run
+    rc, result = steps(["segmenter", "--steps", "20", "--min-miou", "0"], run_id)
+    assert rc == 0, steps.run_store(run_id).read_json("segmenter/failure.json")
+    assert not store["marker"].exists(), "the old judge was unpickled"
+    assert result["trained"] is True and result["version"] != str(old)
+    champion = store["client"].get_model_version_by_alias("argus-downstream-segmenter", "champion")
+    assert str(champion.version) == result["version"]

@@ -138,6 +138,10 @@ def load_version(registry: Registry, name: str, version) -> torch.nn.Module:
     return model.eval()
 
 
+class LegacyPickledModel(PermanentStepError):
+    """A version logged in the pickled format of before safe loading: refused, never unpickled."""
+
+
 def _read_model(folder: Path, where: str) -> torch.nn.Module:
     """Rebuild the model in a downloaded model folder; PermanentStepError when it is corrupt or unsafe."""
     from mlflow.models import Model
@@ -147,7 +151,7 @@ def _read_model(folder: Path, where: str) -> torch.nn.Module:
     except Exception as exc:  # noqa: BLE001
         raise PermanentStepError(f"{where}: no readable MLmodel in its artifacts ({exc})") from exc
     if FLAVOR not in flavors:
-        raise PermanentStepError(
+        raise LegacyPickledModel(
             f"{where} is stored as {sorted(flavors)} (a pickled model, as logged before safe loading): it is not "
             "loaded, since unpickling runs whatever the file holds. Train or register it again (a new run logs "
             "the state-dict format), or, if you trust the artifact, re-log it with log_torch_model.")

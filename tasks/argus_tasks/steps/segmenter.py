@@ -61,8 +61,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL, Registry, promotion_lock
     from argus_tasks.models.registry_lock import holder_label
     from argus_tasks.models.runtime import set_threads
-    from argus_tasks.models.segmenter import content_hash, train_segmenter
-    from argus_tasks.models.segmenter_registry import load_version, log_torch_model
+    from argus_tasks.models.segmenter import content_hash, default_device, train_segmenter
+    from argus_tasks.models.segmenter_registry import LegacyPickledModel, load_version, log_torch_model
     from argus_tasks.tracking import step_run
 
     set_threads(args.threads)
@@ -83,8 +83,16 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         current_v = str(current.version) if current is not None else None
         mine = registry.find(SEGMENTER_MODEL, run_identity) if args.retrain else None
         reuse = mine or (current if not args.retrain else None)
-        if reuse is not None:
+        if reuse is not None and mine is None:
+            try:
+                model = load_version(registry, SEGMENTER_MODEL, reuse.version)
+            except LegacyPickledModel as exc:  # an install from before safe loading: train a new judge
+                log.warning("not reusing the judge: %s. Training a new one (later comparisons use it).", exc)
+                reuse = None
+        elif reuse is not None:
             model = load_version(registry, SEGMENTER_MODEL, reuse.version)
+        if reuse is not None:
+            model = model.to(default_device())
             quality = _measure(model, eval_x, eval_y)
             log.info("using %s v%s (%s): clear mIoU %.4f on %d frames of this run", SEGMENTER_MODEL,
                      reuse.version, "registered by this run" if mine else "champion", quality["miou"], len(eval_rows))

@@ -254,8 +254,14 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
         if existing is None:
             info = log_torch_model(generator, "generator", cfg.image_size)
             source_uri = info.model_uri
-        else:
+        else:  # an earlier try of this key registered its weights: they are what the version holds
             source_uri = existing.source
+            stored = existing.tags.get("argus.content_hash")
+            if stored and stored != digest:
+                log.warning("%s v%s (registered by an earlier try of this key) holds weights %s, not this "
+                            "try's %s: keeping the registered weights and their hash", name, existing.version,
+                            stored[:12], digest[:12])
+                digest = stored
         tags = {**ctx.lineage_tags(), **{f"argus.{k}": v for k, v in data_lineage.items()},
                 "argus.content_hash": digest, "argus.model_config": cfg.name, "argus.head": cfg.head,
                 "argus.steps": str(outcome.steps), "argus.mlflow_run_id": mrun.info.run_id, **init_tags,
