@@ -6,6 +6,7 @@ from argus_airflow import settings as settings_mod
 from argus_airflow.step_spec import StepSpec, contract_env, operator_defaults
 
 MAP_INDEX_TEMPLATE = "{{ task.condition }}"
+ITEM_INDEX_TEMPLATE = "{{ task.item }}"
 
 
 def heavy_step(spec: StepSpec, *, mapped: bool = False, settings=None, condition=None, **overrides):
@@ -23,6 +24,10 @@ def heavy_step(spec: StepSpec, *, mapped: bool = False, settings=None, condition
         kwargs["map_index_template"] = MAP_INDEX_TEMPLATE
     if condition is not None:
         kwargs["condition"] = condition
+    if spec.emits_champion_moved:
+        from argus_airflow.champion_assets import CHAMPION_MOVED
+
+        kwargs["outlets"] = [CHAMPION_MOVED]
     kwargs["env_vars"] = env
     if s.kubernetes:
         from argus_airflow.pod_step import PodStepOperator

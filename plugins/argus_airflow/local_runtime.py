@@ -30,7 +30,7 @@ from pathlib import Path
 from airflow.sdk import BaseOperator
 
 from argus_airflow.settings import REPO_ROOT
-from argus_airflow.step_operator import StepOperatorMixin
+from argus_airflow.step_operator import STEP_TEMPLATE_FIELDS, StepOperatorMixin
 from argus_airflow.step_spec import StepSpec
 
 PR_SET_PDEATHSIG = 1
@@ -203,17 +203,13 @@ def git_commit() -> str:
 class LocalStepOperator(StepOperatorMixin, BaseOperator):
     """Runs ``spec.command + arguments`` locally with the step contract's env."""
 
-    template_fields = ("condition", "arguments", "env_vars")  # condition first: arguments use it
+    template_fields = STEP_TEMPLATE_FIELDS
     ui_color = "#d7ecff"
 
     def __init__(self, *, step_spec: StepSpec, cmds: list[str], arguments: list[str],
-                 env_vars: dict[str, str], condition: str | None = None, **kwargs):
+                 env_vars: dict[str, str], condition: str | None = None, item: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.step_spec = step_spec
-        self.cmds = cmds
-        self.arguments = arguments
-        self.env_vars = env_vars
-        self.condition = condition
+        self.init_step(step_spec, cmds, arguments, env_vars, condition, item)
         self._proc = None
 
     def execute(self, context):
@@ -239,7 +235,7 @@ class LocalStepOperator(StepOperatorMixin, BaseOperator):
             raise AirflowFailException(
                 f"step {self.step_spec.name} exited 0 but wrote no return file: the step contract is broken"
             )
-        return result
+        return self.finish(context, result)
 
     def _remember(self, proc) -> None:
         self._proc = proc

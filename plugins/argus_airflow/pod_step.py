@@ -12,7 +12,7 @@ from __future__ import annotations
 from airflow.sdk import BaseOperator
 
 from argus_airflow.settings import Settings
-from argus_airflow.step_operator import StepOperatorMixin
+from argus_airflow.step_operator import STEP_TEMPLATE_FIELDS, StepOperatorMixin
 from argus_airflow.step_spec import StepSpec
 
 
@@ -24,18 +24,14 @@ class PodStepOperator(StepOperatorMixin, BaseOperator):
     becomes the container command, behind tini.
     """
 
-    template_fields = ("condition", "arguments", "env_vars")  # condition first: arguments use it
+    template_fields = STEP_TEMPLATE_FIELDS
     ui_color = "#e6f0ff"
 
     def __init__(self, *, step_spec: StepSpec, settings: Settings, cmds: list[str], arguments: list[str],
-                 env_vars: dict[str, str], condition: str | None = None, **kwargs):
+                 env_vars: dict[str, str], condition: str | None = None, item: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.step_spec = step_spec
+        self.init_step(step_spec, cmds, arguments, env_vars, condition, item)
         self.settings = settings
-        self.cmds = cmds
-        self.arguments = arguments
-        self.env_vars = env_vars
-        self.condition = condition
         self._pod_operator = None
 
     def build_pod_operator(self):
@@ -59,7 +55,7 @@ class PodStepOperator(StepOperatorMixin, BaseOperator):
 
     def execute(self, context):
         self._pod_operator = self.build_pod_operator()
-        return self._pod_operator.execute(context)
+        return self.finish(context, self._pod_operator.execute(context))
 
     def on_kill(self) -> None:
         if self._pod_operator is not None:

@@ -62,6 +62,7 @@ class StepSpec:
     extra_env: dict[str, str] = field(default_factory=dict)
     ephemeral_storage: str = ""  # request = limit; "" -> EPHEMERAL_STORAGE of the kind
     shm_size: str = ""  # memory-backed /dev/shm; "" -> SHM_SIZE of the kind for GPU steps, none otherwise
+    emits_champion_moved: bool = False  # a promote/rollback step: emit the champion asset event on a real move
 
     def __post_init__(self):
         if self.kind not in PRIORITY_CLASSES:

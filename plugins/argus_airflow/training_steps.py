@@ -80,6 +80,7 @@ EVALUATE = StepSpec(
 PROMOTE = StepSpec(
     name="promote",
     kind="promotion",
+    emits_champion_moved=True,
     memory="1Gi",
     timeout=timedelta(minutes=30),
     arguments=(

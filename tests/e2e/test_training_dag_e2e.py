@@ -142,3 +142,16 @@ def test_mlflow_runs_carry_the_run_conf(demo_run):
     assert len(runs) == 1
     params = runs[0].data.params
     assert any(v == "30" for k, v in params.items() if "step" in k), params
+
+
+def test_only_the_real_champion_move_emits_an_asset_event(demo_run):
+    """fog's alias moved: one event on argus://champion/fog from promote[fog]; rain never promoted: none."""
+    import sqlite3
+
+    home, _, _ = demo_run
+    db = sqlite3.connect(home / "airflow" / "airflow.db")
+    rows = db.execute("SELECT a.uri, e.source_task_id, e.source_map_index, e.extra FROM asset_event e "
+                      "JOIN asset a ON a.id = e.asset_id").fetchall()
+    assert [(uri, task, index) for uri, task, index, _ in rows] == [("argus://champion/fog", "promote", 0)], rows
+    extra = json.loads(rows[0][3])
+    assert (extra["champion_version"], extra["previous_champion"]) == ("1", None), extra
