@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "report": ("argus_tasks.steps.report", True),
     "dataset": ("argus_tasks.steps.dataset", False),
     "summary": ("argus_tasks.steps.summary", False),
+    "champions": ("argus_tasks.steps.champions", False),
 }
 
 log = logging.getLogger("argus")
