@@ -66,7 +66,7 @@ def _decode(data: bytes) -> np.ndarray:
 def _shard_rows(run, shard_id: str) -> list[dict]:
     plan = run.read_json("plan/shards.json")
     shard = next(s for s in plan["shards"] if s["shard_id"] == shard_id)
-    return run.read_dataframe("plan/frames.parquet").iloc[shard["start"]:shard["stop"]].to_dict("records")
+    return run.read_dataframe(shard["frames_file"]).to_dict("records")
 
 
 def _out_dir(seed=0, strength=1.0, condition="fog") -> str:

@@ -97,14 +97,22 @@ def test_plan_shards_step_writes_the_plan_returns_only_refs_and_reruns_identical
     assert result["shards"][:2] == [{"shard_id": "fog-0000", "condition": "fog", "index": 0},
                                     {"shard_id": "fog-0001", "condition": "fog", "index": 1}]
     doc = run.read_json("plan/shards.json")
-    frames = run.read_dataframe("plan/frames.parquet")
     assert doc["plan_sha256"] == result["plan_sha256"] and doc["source"]["dataset_rev"] == "test-rev"
-    assert frames["frame_id"].tolist() == sorted(frames["frame_id"]) and set(frames["split"]) == {"test", "val"}
-    assert all(f.startswith("clear-") for f in frames["frame_id"])
-    first = (run.read_bytes("plan/shards.json"), run.read_bytes("plan/frames.parquet"))
+    fog = [s for s in doc["shards"] if s["condition"] == "fog"]
+    rain = [s for s in doc["shards"] if s["condition"] == "rain"]
+    assert [s["frames_file"] for s in fog] == [s["frames_file"] for s in rain] == [
+        "plan/frames/00000.parquet", "plan/frames/00001.parquet", "plan/frames/00002.parquet"]
+    chunks = [run.read_dataframe(s["frames_file"]) for s in fog]
+    assert [len(c) for c in chunks] == [3, 3, 2] == [s["n_frames"] for s in fog]
+    ids = [f for c in chunks for f in c["frame_id"]]
+    manifest = run.read_dataframe("validate/accepted_manifest.parquet")
+    assert ids == sorted(manifest.loc[(manifest["condition"] == "clear") & manifest["split"].isin(["test", "val"]),
+                                      "frame_id"])
+    files = ["plan/shards.json", *(s["frames_file"] for s in fog)]
+    first = [run.read_bytes(f) for f in files]
     rc, again = call(monkeypatch, store, run_id, argv, xcom)
     assert rc == 0 and again["shards"] == result["shards"]
-    assert (run.read_bytes("plan/shards.json"), run.read_bytes("plan/frames.parquet")) == first
+    assert [run.read_bytes(f) for f in files] == first
     # past the cap, the shard size grows and the log says so
     capsys.readouterr()
     rc, capped = call(monkeypatch, store, run_id, [*argv[:-2], "--shard-size", "1", "--max-shards", "4"], xcom)

@@ -51,7 +51,7 @@ def read_source(run, row) -> tuple[np.ndarray, bytes]:
     try:
         path = Path(run.localize(frame_rel))
         with Image.open(path) as im:
-            frame = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            frame = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
     except Exception as exc:  # missing, truncated, not an image: the frame is bad, a retry cannot help
         raise PermanentStepError(f"source frame {fid} ({run.url(frame_rel)}) does not decode: "
                                  f"{type(exc).__name__}: {exc}. Fix or drop the frame in the dataset (a new "

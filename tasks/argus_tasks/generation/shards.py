@@ -8,8 +8,10 @@ shards of ``shard_size`` frames, one series per condition (``fog-0000``, ``fog-0
 * a shard's identity is ``shard_sha256``, the sha256 of its condition and of the frame ids it holds
   (:func:`shard_sha256`); ``plan_sha256`` hashes the whole plan. ``generate`` compares a shard's hash
   with its success marker, so a marker of another plan's shard of the same name is never reused;
-* the frame list is written once (``plan/frames.parquet``) and a shard is a ``[start, stop)`` range of
-  it: the shards of every condition cut the same list the same way.
+* every condition's shards cut the same sorted list the same way: shard ``<c>-<i>`` is chunk ``i``,
+  ``[start, stop)`` of the list (:meth:`ShardPlan.chunks`). The step writes each chunk's rows once
+  (``plan/frames/<i>.parquet``), so a ``generate`` task reads its own few thousand rows, never the
+  whole manifest.
 
 **The map limit.** Airflow refuses to map a task over more than ``[core] max_map_length`` items
 (1024 by default), and the DAG maps ``generate`` over the shards of every condition together. The
@@ -47,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 PLAN_VERSION = "argus-shard-plan-v1"
 MAX_SHARDS = 1000  # Airflow's [core] max_map_length is 1024: the mapped generate task stays under it
 SOURCE_CONDITION = "clear"
-# the manifest columns the plan keeps for generate (frames.parquet): enough to read, write and link each frame
+# the manifest columns the plan keeps for generate (the chunk files): enough to read, write and link each frame
 FRAME_COLUMNS = ("frame_id", "split", "sequence", "width", "height", "frame_path", "label_path", "frame_sha256",
                  "label_sha256")
 
@@ -84,6 +86,10 @@ class ShardPlan:
     max_shards: int
     frames_sha256: str  # hash of the ordered frame id list
     shards: tuple[Shard, ...] = field(default=())
+
+    def chunks(self) -> list[tuple[int, int, int]]:
+        """``(index, start, stop)`` of each chunk of the frame list: shard ``<condition>-<index>`` of every condition."""
+        return sorted({(s.index, s.start, s.stop) for s in self.shards})
 
     @property
     def shard_size_grown(self) -> bool:

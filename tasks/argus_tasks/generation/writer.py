@@ -15,9 +15,12 @@ condition, frame id, config hash) and two configs never share a file.
 generated)`` per pixel and channel, clipped to 0..255 (:func:`blend`). ``1.0`` (the default) is the
 model's output as is, ``0.0`` the source frame; values in between weaken the weather linearly.
 
-**Atomicity.** Every file goes through :meth:`RunStore.write_bytes` (temp file + fsync + rename, or
-one PUT): a process killed mid-write leaves at most a hidden ``.<name>.*.tmp`` file, never a partial
-file under an output name. A frame counts as done only once it is in the journal or the marker with
+**Atomicity.** Every output is written to a temp file in its folder and renamed into place (an
+object store: one PUT), so a process killed mid-write leaves at most a hidden ``.<name>.*.tmp`` file,
+never a partial file under an output name. Frames are not fsynced one by one (two fsyncs per frame
+cost more wall time than the model at 64 px); instead the shard's filesystem is flushed once
+(``syncfs``) before the marker is written (fsynced, through :meth:`RunStore.write_bytes`), so a
+marker never lists an output that a power loss could take back. A frame counts as done only once it is in the journal or the marker with
 its hash, and a rerun keeps an output only when its file still hashes to what was recorded (and its
 source frame is the recorded one): anything else is generated again. The marker is written last, so
 its presence with ``complete: true`` means every output it lists was written.
@@ -30,10 +33,12 @@ import io
 import json
 import logging
 import os
+import threading
 
 import numpy as np
 
 from argus_tasks.contract import PermanentStepError, StepError
+from argus_tasks.store import write_error
 
 log = logging.getLogger("argus.generate")
 WRITER_VERSION = "argus-generate-v1"
@@ -94,6 +99,48 @@ def encode_png(frame: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(frame)).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
+
+
+def write_output(run, relpath: str, data: bytes) -> None:
+    """Atomic write of one output (temp + rename, no fsync: see :func:`make_durable`); errors as the store's."""
+    if run.remote:
+        run.write_bytes(relpath, data)
+        return
+    path = run.cache / relpath
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        err = write_error(run.url(relpath), len(data), exc)
+        if err is exc:
+            raise
+        raise err from exc
+
+
+def make_durable(run, out_dir: str) -> None:
+    """Flush the filesystem holding ``out_dir`` to disk (one ``syncfs``; ``sync`` where there is none)."""
+    if run.remote:
+        return
+    fd = os.open(run.cache / out_dir, os.O_RDONLY)
+    try:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.syncfs(fd) == 0:
+                return
+        except (OSError, AttributeError):
+            pass
+        os.sync()
+    finally:
+        os.close(fd)
 
 
 def check_writable(run, out_dir: str) -> None:
@@ -167,8 +214,8 @@ class ShardOutputs:
 
     def write_frame(self, frame_id: str, frame: np.ndarray, label: bytes, source_sha: str) -> dict:
         png = encode_png(frame)
-        self.run.write_bytes(label_relpath(self.out_dir, frame_id), label)
-        self.run.write_bytes(frame_relpath(self.out_dir, frame_id), png)
+        write_output(self.run, label_relpath(self.out_dir, frame_id), label)
+        write_output(self.run, frame_relpath(self.out_dir, frame_id), png)
         return self.entry(frame_id, sha256(png), sha256(label), source_sha)
 
     def _doc(self, frame_ids: list[str], complete: bool) -> dict:
@@ -185,6 +232,7 @@ class ShardOutputs:
         if missing:
             raise RuntimeError(f"marker of {self.shard['shard_id']} asked with {len(missing)} frames not done")
         doc = {**self._doc(frame_ids, complete=True), **extra}
+        make_durable(self.run, self.out_dir)
         self.run.write_json(self.marker, doc)
         _remove(self.run, self.journal)
         return doc

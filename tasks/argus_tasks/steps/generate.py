@@ -1,6 +1,6 @@
 """``argus-task generate --shard-id fog-0003 --seed S --strength X``: translate one shard's frames.
 
-Reads the run's shard plan (``plan/shards.json`` + ``plan/frames.parquet``, from ``plan-shards``), the
+Reads the run's shard plan (``plan/shards.json`` and the shard's ``plan/frames/<index>.parquet``), the
 model version pinned for the condition at the start of the run (``resolve/result.json``) and its
 exported artifact (``export/<condition>/result.json``: path in the run store, sha256, version; run by
 :func:`argus_tasks.models.export.load_runner`). For each frame of the shard it writes the generated
@@ -66,15 +66,18 @@ def _shard_rows(run, plan: dict, shard: dict) -> list[dict]:
 
     from argus_tasks.generation.shards import frames_sha256, shard_sha256
 
-    raw = run.read_bytes(plan["frames_file"])
-    if hashlib.sha256(raw).hexdigest() != plan.get("frames_file_sha256"):
-        raise PermanentStepError(f"{run.url(plan['frames_file'])} does not match {run.url(PLAN_JSON)}: "
+    rel = shard["frames_file"]
+    if not run.exists(rel):
+        raise PermanentStepError(f"{run.url(rel)}, the frame list of shard {shard['shard_id']}, is missing: "
                                  "rerun plan-shards")
-    rows = pd.read_parquet(io.BytesIO(raw)).iloc[shard["start"]:shard["stop"]].to_dict("records")
+    raw = run.read_bytes(rel)
+    if hashlib.sha256(raw).hexdigest() != shard.get("frames_file_sha256"):
+        raise PermanentStepError(f"{run.url(rel)} does not match {run.url(PLAN_JSON)}: rerun plan-shards")
+    rows = pd.read_parquet(io.BytesIO(raw)).to_dict("records")
     ids = [str(r["frame_id"]) for r in rows]
     if shard_sha256(shard["condition"], frames_sha256(ids)) != shard["shard_sha256"]:
-        raise PermanentStepError(f"the frames of shard {shard['shard_id']} in {run.url(plan['frames_file'])} are "
-                                 "not the planned ones: rerun plan-shards")
+        raise PermanentStepError(f"the frames of shard {shard['shard_id']} in {run.url(rel)} are not the planned "
+                                 "ones: rerun plan-shards")
     return rows
 
 

@@ -5,9 +5,10 @@ frames validation accepted), takes its clear frames of ``--splits`` sorted by fr
 into shards per condition (:mod:`argus_tasks.generation.shards`: deterministic, at most 1,000 shards in
 all, the shard size grown and logged past that). Writes in the run store:
 
-* ``plan/frames.parquet``: the planned frames in order (id, split, sequence, size, paths, hashes);
-* ``plan/shards.json``: the plan (:meth:`ShardPlan.to_doc`), the source lineage (revision, commit,
-  fingerprint, accepted manifest hash) and the sha256 of ``frames.parquet``.
+* ``plan/frames/<index>.parquet``: the frames of chunk ``index`` in order (id, split, sequence, size,
+  paths, hashes), the frames of shard ``<condition>-<index>`` of every condition;
+* ``plan/shards.json``: the plan (:meth:`ShardPlan.to_doc`), each shard with its chunk file and that
+  file's sha256, and the source lineage (revision, commit, fingerprint, accepted manifest hash).
 
 The result's ``shards`` list (``{"shard_id", "condition", "index"}`` each) is what the DAG maps
 ``generate`` over; frame lists stay in the store. A rerun on the same inputs writes the same files.
@@ -25,7 +26,7 @@ from argus_tasks.data.schema import SPLITS
 HELP = "plan the shards of a generation run: clear frames of the selected splits, per condition"
 log = logging.getLogger("argus.plan_shards")
 PLAN_JSON = "plan/shards.json"
-FRAMES_PARQUET = "plan/frames.parquet"
+FRAMES_DIR = "plan/frames"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,11 +89,16 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                     "argus_tasks/generation/shards.py", plan.requested_shard_size, plan.shard_size, plan.n_frames,
                     len(conditions), plan.requested_shard_size,
                     len(conditions) * -(-plan.n_frames // plan.requested_shard_size), max_shards)
-    frames_bytes = _parquet(rows)
-    ctx.run.write_bytes(FRAMES_PARQUET, frames_bytes)
     doc = plan.to_doc()
-    doc.update({"frames_file": FRAMES_PARQUET, "frames_file_sha256": hashlib.sha256(frames_bytes).hexdigest(),
-                "source": {**lineage, "accepted_manifest_sha256": validated.get("accepted_manifest_sha256", "")}})
+    chunks = {}
+    for index, start, stop in plan.chunks():
+        data = _parquet(rows.iloc[start:stop])
+        rel = f"{FRAMES_DIR}/{index:05d}.parquet"
+        ctx.run.write_bytes(rel, data)
+        chunks[index] = {"frames_file": rel, "frames_file_sha256": hashlib.sha256(data).hexdigest()}
+    for shard in doc["shards"]:
+        shard.update(chunks[shard["index"]])
+    doc["source"] = {**lineage, "accepted_manifest_sha256": validated.get("accepted_manifest_sha256", "")}
     ctx.run.write_json(PLAN_JSON, doc)
     log.info("planned %d shard(s) of up to %d frames over %d clear frames of %s (revision %s) for %s in %.2fs; "
              "plan %s", len(plan.shards), plan.shard_size, plan.n_frames, ",".join(splits),
@@ -110,5 +116,5 @@ def _parquet(rows) -> bytes:
     import io
 
     buf = io.BytesIO()
-    rows.to_parquet(buf, index=False, compression="zstd")
+    rows.reset_index(drop=True).to_parquet(buf, index=False, compression="zstd")
     return buf.getvalue()
