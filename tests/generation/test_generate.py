@@ -227,12 +227,19 @@ def test_an_unwritable_output_folder_is_a_permanent_error_naming_it(monkeypatch,
 def test_a_source_frame_that_does_not_decode_fails_naming_the_frame_and_its_file(env, factory):
     run_id, run, _, gen = env
     bad = _shard_rows(run, "fog-0000")[2]
-    (run.cache / "data" / bad["frame_path"]).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    rc, _ = gen("--shard-id", "fog-0000")
+    path = run.cache / "data" / bad["frame_path"]
+    good = path.read_bytes()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    rc, _ = gen("--shard-id", "fog-0000", "--batch-size", "1", "--progress-every-s", "3600")
     assert rc == EXIT_PERMANENT
     message = run.read_json("generate/fog-0000/failure.json")["message"]
     assert f"source frame {bad['frame_id']} ({run.url('data/' + bad['frame_path'])}) does not decode" in message
     assert not run.exists(W.marker_relpath("fog-0000"))
+    # the two frames before it were finished and journaled on the way out: the retry keeps them
+    assert len(run.read_json(W.journal_relpath("fog-0000"))["frames"]) == 2
+    path.write_bytes(good)
+    rc, result = gen("--shard-id", "fog-0000")
+    assert rc == 0 and (result["n_reused"], result["n_written"]) == (2, 2)
 
 
 def test_bad_inputs_fail_at_once_and_say_what_to_do(env, factory):

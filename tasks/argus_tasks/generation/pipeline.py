@@ -10,7 +10,8 @@ Reading the next batch and writing the last one run on ``io_workers`` threads wh
 on the current batch (PNG decoding and encoding release the GIL, and so does the model), so the
 step's throughput stays close to the bare model loop. Every ``progress_every_s`` seconds the log
 gets frames done/total, frames/s and the ETA, and the shard's journal is saved, so a try killed
-mid-way is resumed from there by the next one.
+mid-way is resumed from there by the next one. A try that fails or is stopped (SIGTERM) first
+finishes writing the frames it has generated and saves the journal on its way out.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def run_shard(run, rows: list[dict], runner, outputs: ShardOutputs, strength: fl
                 outputs.save_journal(frame_ids)
                 progress.report()
 
+    nxt = None
     try:
         nxt = pool.submit(_stack, run, batches[0]) if batches else None
         for i, batch in enumerate(batches):
@@ -157,10 +159,14 @@ def run_shard(run, rows: list[dict], runner, outputs: ShardOutputs, strength: fl
             settle(block=False)
         settle(block=True)
     except BaseException:
-        for _, futures in pending:
+        if nxt is not None:
+            nxt.cancel()
+        pool.shutdown(wait=True)  # the frames already generated are written (a few batches at most)
+        for _, futures in pending:  # and count as done
             for f in futures:
-                f.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+                if f.done() and not f.cancelled() and f.exception() is None:
+                    outputs.done[f.result()["frame_id"]] = f.result()
+                    progress.written += 1
         if progress.written:
             try:  # keep what was finished for the next try
                 outputs.save_journal(frame_ids)
