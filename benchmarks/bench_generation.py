@@ -208,6 +208,7 @@ def main() -> int:
     from argus_tasks.models.runtime import set_threads
 
     threads = set_threads(None)
+    load0 = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     sweep = [int(s) for s in args.shard_sizes.split(",") if s.strip()]
     root = Path(tempfile.mkdtemp(prefix="argus-bench-gen-"))
     try:
@@ -242,7 +243,9 @@ def main() -> int:
               f"{c['end_to_end_fps']:.1f} | {c['rss_before_mb']:.0f} | {c['rss_peak_mb']:.0f} | "
               f"{c['rss_peak_mb'] - c['rss_before_mb']:.0f} | {c['traced_peak_mb']:.1f} |")
     worst = min(r["ratio"] for _, r in rows_out)
-    print(f"\nstep / bare, worst size: {worst:.2f} (target >= 0.9)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nstep / bare, worst size: {worst:.2f} (target >= 0.9); {os.cpu_count()} CPUs, load average now {load} "
+          f"(at the start: {load0})")
     return 0
 
 
