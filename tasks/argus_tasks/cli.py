@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "evaluate": ("argus_tasks.steps.evaluate", True),
     "promote": ("argus_tasks.steps.promote", True),
     "report": ("argus_tasks.steps.report", True),
+    "plan-shards": ("argus_tasks.steps.plan_shards", True),
+    "generate": ("argus_tasks.steps.generate", True),
     "dataset": ("argus_tasks.steps.dataset", False),
     "summary": ("argus_tasks.steps.summary", False),
     "champions": ("argus_tasks.steps.champions", False),
@@ -49,9 +51,9 @@ log = logging.getLogger("argus")
 
 
 def step_dir(step: str, args: argparse.Namespace) -> str:
-    """``<step>`` or ``<step>/<condition>`` inside the run folder."""
-    condition = getattr(args, "condition", None)
-    return f"{step}/{condition}" if condition else step
+    """``<step>``, ``<step>/<condition>`` or ``<step>/<shard_id>`` (mapped per shard) inside the run folder."""
+    part = getattr(args, "condition", None) or getattr(args, "shard_id", None)
+    return f"{step}/{part}" if part else step
 
 
 def _setup_logging() -> None:
