@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "evaluate": ("argus_tasks.steps.evaluate", True),
     "promote": ("argus_tasks.steps.promote", True),
     "report": ("argus_tasks.steps.report", True),
+    "resolve": ("argus_tasks.steps.resolve", True),
+    "export": ("argus_tasks.steps.export", True),
     "dataset": ("argus_tasks.steps.dataset", False),
     "summary": ("argus_tasks.steps.summary", False),
 }
