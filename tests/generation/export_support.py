@@ -114,11 +114,14 @@ def dataset(env: Env) -> Path:
     return env.dataset
 
 
-def validated_run(env: Env, run_id: str, segmenter_version: str) -> RunStore:
-    """A pulled + validated run of the small dataset, with the judge pinned in ``segmenter/result.json``."""
+def validated_run(env: Env, run_id: str, segmenter_version: str | None) -> RunStore:
+    """A pulled + validated run of the small dataset, with the judge pinned in ``segmenter/result.json``
+    (none when ``segmenter_version`` is None)."""
     from argus_tasks.data.fixtures import build_validated_run
 
     run = build_validated_run(dataset(env), env.store, DAG_ID, run_id)
+    if segmenter_version is None:
+        return run
     mv = env.client.get_model_version("argus-downstream-segmenter", segmenter_version)
     run.write_json("segmenter/result.json", {"model_name": "argus-downstream-segmenter", "version": segmenter_version,
                                              "content_hash": mv.tags["argus.content_hash"]})

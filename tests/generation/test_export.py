@@ -57,6 +57,9 @@ def test_the_export_module_is_the_generator_itself_given_its_noise(condition):
             out = E.SeededGenerator(generator, exportable=exportable)(x, noise, latent).numpy()
         assert out.dtype == np.uint8 and out.shape == (3, 64, 96, 3)
         assert np.array_equal(out, reference), f"exportable={exportable}: {np.abs(out.astype(int) - reference).max()}"
+    for h in (8, 64, 100, 375):  # the symbolic-length row coordinate is torch.linspace's
+        rows = E.SeededGenerator(generator, exportable=True)._rows(h, torch.zeros(1))
+        assert torch.allclose(rows, torch.linspace(-1.0, 1.0, h), rtol=0, atol=1e-6) and rows[0] == -1 and rows[-1] == 1
     # uneven pooling bins (bottleneck 25x19): the symbolic-size pooling agrees with adaptive_avg_pool2d
     odd = torch.from_numpy(_frames(2, 100, 76))
     noise, latent = torch.randn(2, 1, 100, 76), torch.randn(2, 2, 1, 1)
@@ -64,6 +67,9 @@ def test_the_export_module_is_the_generator_itself_given_its_noise(condition):
         a = E.SeededGenerator(generator, exportable=False)(odd, noise, latent).numpy().astype(int)
         b = E.SeededGenerator(generator, exportable=True)(odd, noise, latent).numpy().astype(int)
     assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.999
+    feats = torch.rand(2, 5, 25, 19)
+    pooled = E.SeededGenerator(generator, exportable=True)._pool(feats, 4)
+    assert torch.allclose(pooled, torch.nn.functional.adaptive_avg_pool2d(feats, 4), atol=1e-6)
 
 
 def test_the_onnx_runner_matches_eager_at_any_size_and_is_seeded_per_frame(onnx_file):
@@ -107,9 +113,9 @@ def _version(env, condition="fog", seed=0) -> str:
     return register(env, tiny_generator(condition, seed), f"argus-weather-{condition}", champion=True)
 
 
-def _resolved_run(env, version: str) -> str:
+def _resolved_run(env, version: str, pin_judge: bool = True) -> str:
     run_id = f"gen-{uuid.uuid4().hex[:8]}"
-    validated_run(env, run_id, env.judge_version)
+    validated_run(env, run_id, env.judge_version if pin_judge else None)
     rc, _ = env.step(["resolve", "--conditions", "fog", "--model-version", version], run_id)
     assert rc == 0, env.failure(run_id, "resolve")
     return run_id
@@ -223,3 +229,32 @@ def test_parity_frames_missing_fail_clearly(env):
     shutil.rmtree(env.run(run_id).local_dir("validate"))
     rc, _ = env.step(["export", "--condition", "fog"], run_id)
     assert rc == 10 and "validation output missing" in env.failure(run_id, "export/fog")
+
+
+def test_without_a_pinned_judge_parity_uses_the_judge_that_evaluated_the_version(env, onnx_file, monkeypatch):
+    version = _version(env)
+    monkeypatch.setattr(E, "export_onnx", _copy_export(onnx_file))
+    run_id = _resolved_run(env, version, pin_judge=False)
+    rc, _ = env.step(["export", "--condition", "fog"], run_id)
+    assert rc == 10 and "no judge for the parity" in env.failure(run_id, "export/fog")
+    env.registry.set_tags("argus-weather-fog", version, {"argus.judge_model": "argus-downstream-segmenter",
+                                                         "argus.judge_version": env.judge_version})
+    rc, result = env.step(["export", "--condition", "fog"], run_id)
+    assert rc == 0, env.failure(run_id, "export/fog")
+    assert result["parity"]["judge"] == {"model_name": "argus-downstream-segmenter", "version": env.judge_version}
+
+
+def test_a_failing_rerun_withdraws_the_runs_earlier_export(env, onnx_file, monkeypatch):
+    version = _version(env)
+    monkeypatch.setattr(E, "export_onnx", _copy_export(onnx_file))
+    run_id = _resolved_run(env, version)
+    rc, _ = env.step(["export", "--condition", "fog"], run_id)
+    assert rc == 0 and env.run(run_id).exists("export/fog/result.json")
+    monkeypatch.setattr(E, "export_onnx", _copy_export(onnx_file, perturb="pixel_head.bias"))
+    rc, _ = env.step(["export", "--condition", "fog", "--force"], run_id)
+    assert rc == 10 and "fails the parity contract" in env.failure(run_id, "export/fog")
+    assert not env.run(run_id).exists("export/fog/result.json")
+    assert not env.run(run_id).exists("export/fog/generator.onnx")
+    mv = env.client.get_model_version("argus-weather-fog", version)
+    assert export_step.TAG_SHA in mv.tags, "the version keeps its earlier valid export"
+    assert '"passed": true' in mv.tags[export_step.TAG_PARITY], "and the figures of that export"

@@ -18,7 +18,8 @@ compares like with like.
 ``exportable=False`` runs the generator's own operations (``torch.linspace``,
 ``adaptive_avg_pool2d``): bit-identical to ``translate(generator, x, seed)`` given torch's noise.
 ``exportable=True`` (what is exported) replaces those two with equivalent ops whose sizes stay
-symbolic (the exporter specialises both to the example's size otherwise).
+symbolic (the exporter specialises both to the example's size otherwise: other heights then fail
+or silently pool with the wrong window); they agree with the originals within float rounding.
 
 :func:`load_runner` is what the generate step calls: an onnxruntime session (CUDA execution
 provider when there is one, else CPU, threads bounded by :func:`~argus_tasks.models.runtime.cpu_threads`).
@@ -108,7 +109,7 @@ class SeededGenerator(nn.Module):
     def _rows(self, h, x: torch.Tensor) -> torch.Tensor:
         if not self.exportable:
             return torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
-        # torch.linspace's own formula (exact: from both ends to the middle), with a symbolic length
+        # torch.linspace's formula (from both ends to the middle; equal to it within float rounding), symbolic length
         idx = torch.arange(h, device=x.device, dtype=x.dtype)
         step = 2.0 / torch.clamp(torch.full((), h - 1, device=x.device, dtype=x.dtype), min=1.0)
         return torch.where(idx < h // 2, -1.0 + step * idx, 1.0 - step * (h - 1 - idx))
@@ -261,8 +262,13 @@ class OnnxRunner(_Runner):
         self.spec = {k: int(self.metadata[k]) for k in ("multiple", "min_size", "noise_channels", "latent_channels")}
         available = ort.get_available_providers()
         if device == "cuda" and "CUDAExecutionProvider" not in available:
-            raise RuntimeError(f"device cuda was asked for, but onnxruntime offers only {available} "
-                               "(the CUDA execution provider needs the onnxruntime-gpu build)")
+            from argus_tasks.contract import PermanentStepError
+
+            raise PermanentStepError(f"device cuda was asked for, but onnxruntime {ort.__version__} offers only "
+                                     f"{available} (the CUDA execution provider needs the onnxruntime-gpu build); "
+                                     "use device auto")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
         use_cuda = device in ("cuda", "auto") and "CUDAExecutionProvider" in available
         providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
         options = ort.SessionOptions()

@@ -18,9 +18,12 @@ or exported again when it is missing or altered.
 
 **Parity contract**, checked on every run on this run's clear val frames (at their native size,
 each frame's noise seeded from ``--seed`` and its frame id): within 1/255 per pixel on >= 99.9 % of
-values, KID and label fidelity through the pinned segmenter equal within 1e-3
-(:mod:`argus_tasks.models.parity`). A version that fails is refused (PermanentStepError with the
-figures); the figures are recorded on the version, and no artifact is recorded as its export.
+values, KID and label fidelity equal within 1e-3 (:mod:`argus_tasks.models.parity`), judged by the
+segmenter this run pinned (``segmenter/result.json``) or, without one, by the judge that evaluated
+the version (its ``argus.judge_version`` tag). A version that fails is refused (PermanentStepError
+with the figures); a fresh export's figures are recorded on the version, and no artifact is
+recorded as its export. A rerun first withdraws this run's earlier ``result.json`` and artifact, so
+a failing rerun never leaves them looking valid.
 
 Run store, ``export/<C>/``: ``generator.onnx``, ``signature.json``, ``parity.json`` and the step's
 ``result.json``: ``{"condition", "model_name", "model_version", "content_hash", "format": "onnx",
@@ -135,6 +138,24 @@ def _parity_frames(ctx, args):
     return nhwc[0], y, rows["frame_id"].astype(str).tolist(), nhwc[1], ry, reference
 
 
+def _judge(ctx, registry, mv):
+    """(segmenter, its record): the judge this run pinned (``segmenter/result.json``), else the one that
+    evaluated the version (its ``argus.judge_model``/``argus.judge_version`` tags, set by evaluate)."""
+    from argus_tasks.models.segmenter_registry import RESULT, load_version, pinned_segmenter
+
+    if ctx.run.exists(RESULT):
+        return pinned_segmenter(ctx, registry)
+    tags = mv.tags or {}
+    if tags.get("argus.judge_model") and tags.get("argus.judge_version"):
+        judge = {"model_name": tags["argus.judge_model"], "version": tags["argus.judge_version"]}
+        log.info("no segmenter pinned in this run: judging parity with %s v%s, the judge that evaluated %s v%s",
+                 judge["model_name"], judge["version"], mv.name, mv.version)
+        return load_version(registry, judge["model_name"], judge["version"]), judge
+    raise PermanentStepError(
+        f"no judge for the parity of {mv.name} v{mv.version}: {ctx.run.url(RESULT)} is missing and the version has no "
+        "argus.judge_version tag (it was never evaluated): run `argus-task segmenter` in this run before export")
+
+
 def _record_export(registry, mv, condition: str, onnx_path: Path, sig: dict, sha: str, parity: dict) -> str:
     """Log the artifact to the version's run and tag the version (the sha256 tag last); the artifact path."""
     client = registry.client
@@ -158,11 +179,14 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     from argus_tasks.models.parity import describe, measure
     from argus_tasks.models.registry_adapter import Registry, require_version
     from argus_tasks.models.runtime import set_threads
-    from argus_tasks.models.segmenter_registry import load_version, pinned_segmenter
+    from argus_tasks.models.segmenter_registry import load_version
+    from argus_tasks.reuse import withdraw
     from argus_tasks.steps.evaluate import resolve_device
     from argus_tasks.steps.resolve import resolved_model
 
     c, out = args.condition, f"export/{args.condition}"
+    for stale in ("result.json", "generator.onnx"):  # a failing rerun must not leave an earlier export looking valid
+        withdraw(ctx.run, f"{out}/{stale}")
     threads = set_threads(args.threads)
     device = resolve_device(args.device)
     resolved = resolved_model(ctx.run, c)
@@ -177,7 +201,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     if not mv.run_id:
         raise PermanentStepError(f"{name} v{version} has no MLflow run to hold its export: register it through train")
     generator = load_version(registry, name, version)  # checks the weights against the registered content hash
-    segmenter, pinned = pinned_segmenter(ctx, registry)
+    segmenter, pinned = _judge(ctx, registry, mv)
     frames, labels, ids, reference, ref_labels, ref_name = _parity_frames(ctx, args)
     seeds = [frame_seed(args.seed, fid) for fid in ids]
     log.info("export %s v%s: parity on %d clear val frames of %s px (KID reference: %s, %d frames), judge %s v%s, "
@@ -199,8 +223,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
             log.info("exported in %.1fs: %.2f MB, sha256 %s", export_figures["export_s"],
                      export_figures["size_bytes"] / 1e6, export_figures["sha256"][:12])
         sha = sha256_file(onnx_path)
-        runner = load_runner(str(onnx_path), device="cuda" if device.type == "cuda" else "auto", threads=threads,
-                             batch_size=args.batch_size)
+        runner = load_runner(str(onnx_path), device="auto", threads=threads, batch_size=args.batch_size)
         eager = EagerRunner(generator, device=str(device), batch_size=args.batch_size)
         with torch.inference_mode():
             parity = measure(eager, runner, frames, seeds, labels, segmenter.to(device), reference, ref_labels,
@@ -208,11 +231,13 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         parity.update(kid_reference=ref_name, providers=runner.providers, eager_device=str(device),
                       judge={"model_name": pinned.get("model_name"), "version": str(pinned.get("version"))})
         ctx.run.write_json(f"{out}/parity.json", parity)
-        log.info("parity of %s v%s: %s", name, version, describe(parity))
+        log.info("parity of %s v%s (artifact on %s): %s", name, version, ", ".join(runner.providers),
+                 describe(parity))
         meta = read_metadata(onnx_path)
         sig = signature(meta)
         if not parity["passed"]:
-            registry.set_tags(name, version, {TAG_PARITY: {k: parity[k] for k in _TAG_KEYS if k in parity}})
+            if not (mv.tags or {}).get(TAG_SHA):  # a recorded export keeps its figures: this run's are in parity.json
+                registry.set_tags(name, version, {TAG_PARITY: {k: parity[k] for k in _TAG_KEYS if k in parity}})
             raise PermanentStepError(
                 f"{name} v{version} is refused: its ONNX export (sha256 {sha[:12]}"
                 f"{', the recorded one' if cached is not None else ''}) fails the parity contract with the eager "
@@ -220,10 +245,11 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                 f"see {ctx.run.url(out + '/parity.json')}")
         artifact_in_run = mv.tags.get(TAG_ARTIFACT) if cached is not None else _record_export(
             registry, mv, c, onnx_path, sig, sha, {k: parity[k] for k in _TAG_KEYS if k in parity})
-        ctx.run.write_bytes(f"{out}/generator.onnx", onnx_path.read_bytes())
+        data = onnx_path.read_bytes()
         ctx.run.write_json(f"{out}/signature.json", sig)
-    size = ctx.run.localize(f"{out}/generator.onnx").stat().st_size
-    if not cached:
+        ctx.run.write_bytes(f"{out}/generator.onnx", data)
+    size = len(data)
+    if cached is None:
         log.info("recorded the export on %s v%s: runs:/%s/%s, tag %s=%s", name, version, mv.run_id, artifact_in_run,
                  TAG_SHA, sha[:12])
     return {"condition": c, "model_name": name, "model_version": version, "content_hash": resolved["content_hash"],
