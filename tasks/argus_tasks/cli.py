@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "evaluate": ("argus_tasks.steps.evaluate", True),
     "promote": ("argus_tasks.steps.promote", True),
     "report": ("argus_tasks.steps.report", True),
+    "resolve": ("argus_tasks.steps.resolve", True),
+    "export": ("argus_tasks.steps.export", True),
     "plan-shards": ("argus_tasks.steps.plan_shards", True),
     "generate": ("argus_tasks.steps.generate", True),
     "dataset": ("argus_tasks.steps.dataset", False),

@@ -25,7 +25,7 @@ DOCKER = support.REPO / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 HADOLINT = support.VENV_BIN / "hadolint"
 TASK_ROOTS = ["torch", "mlflow", "dvc", "dvc-s3", "great_expectations", "pandas", "pyarrow", "pillow",
-              "numpy", "scipy", "s3fs", "boto3"]
+              "numpy", "scipy", "s3fs", "boto3", "onnx", "onnxruntime", "onnxscript"]
 HEAVY = {"torch", "mlflow", "mlflow-skinny", "dvc", "great-expectations", "triton"}
 
 

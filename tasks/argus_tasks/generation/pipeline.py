@@ -91,7 +91,11 @@ def _stack(run, batch: list[dict]):
 
 
 def _generate(runner, src: np.ndarray, batch: list[dict]) -> np.ndarray:
-    out = np.asarray(runner(src))
+    """``runner(frames)``, or ``runner(frames, frame_ids)`` for a runner that seeds each frame by its id."""
+    if getattr(runner, "takes_frame_ids", False):
+        out = np.asarray(runner(src, [str(r["frame_id"]) for r in batch]))
+    else:
+        out = np.asarray(runner(src))
     if out.shape != src.shape or out.dtype != np.uint8:
         raise PermanentStepError(f"the model returned {out.dtype} {tuple(out.shape)} for a uint8 {tuple(src.shape)} "
                                  f"batch (frames {batch[0]['frame_id']} ..): the exported artifact breaks the "

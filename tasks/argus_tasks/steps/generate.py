@@ -49,10 +49,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def default_runner_factory(artifact_path: str, device: str, seed: int):
-    """The exported model as a callable uint8 (N,H,W,3) -> uint8 (N,H,W,3)."""
-    from argus_tasks.models.export import load_runner
+    """The exported model as a callable (uint8 (N,H,W,3), frame ids) -> uint8 (N,H,W,3).
 
-    return load_runner(artifact_path, device=device)
+    Each frame's noise is seeded by the run's seed and the frame's id (``frame_seed``), so an output
+    does not depend on the batch or shard it was made in, and a regenerated frame is the same frame.
+    """
+    from argus_tasks.models.export import frame_seed, load_runner
+
+    runner = load_runner(artifact_path, device=device)
+
+    def by_frame(frames, frame_ids):
+        return runner(frames, [frame_seed(seed, fid) for fid in frame_ids])
+
+    by_frame.takes_frame_ids = True
+    return by_frame
 
 
 def _read(run, relpath: str, what: str) -> dict:
