@@ -40,6 +40,9 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "evaluate": ("argus_tasks.steps.evaluate", True),
     "promote": ("argus_tasks.steps.promote", True),
     "report": ("argus_tasks.steps.report", True),
+    "check-outputs": ("argus_tasks.steps.check_outputs", True),
+    "publish": ("argus_tasks.steps.publish", True),
+    "generation-report": ("argus_tasks.steps.generation_report", True),
     "dataset": ("argus_tasks.steps.dataset", False),
     "summary": ("argus_tasks.steps.summary", False),
 }
