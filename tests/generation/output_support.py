@@ -92,15 +92,17 @@ def session_base(root: str) -> tuple[Path, dict]:
 
 
 def generation_run(base: tuple[Path, dict], store: Path, conditions=("fog", "rain"), shards_per_condition: int = 1,
-                   tamper: dict | None = None) -> tuple[str, RunStore]:
+                   tamper: dict | None = None, versions: dict | None = None) -> tuple[str, RunStore]:
     """A validated run whose clear test frames were 'generated' into ``conditions``, markers and plan included.
 
     ``tamper`` maps ``(condition, index)`` to ``"truncate"`` (a PNG cut short), ``"blank"`` (one grey
     value), ``"label"`` (one label pixel changed) or ``"noise"`` (random pixels: the labels are gone).
+    ``versions`` overrides the generator version of a condition (:data:`VERSIONS`).
     """
     import pandas as pd
 
     template, judge = base
+    versions = {**VERSIONS, **(versions or {})}
     run_id = f"gen-{uuid.uuid4().hex[:8]}"
     run = build_validated_run(template, store, DAG_ID, run_id)
     run.write_json("segmenter/result.json", judge)
@@ -115,16 +117,18 @@ def generation_run(base: tuple[Path, dict], store: Path, conditions=("fog", "rai
             outputs = []
             for i in idx:
                 src = sources.iloc[int(i)]
-                outputs.append(_write_output(run, template, src, c, int(i), (tamper or {}).get((c, int(i)))))
+                outputs.append(_write_output(run, template, src, c, versions[c], int(i),
+                                             (tamper or {}).get((c, int(i)))))
             run.write_json(f"generate/shards/{shard_id}.json", {
-                "shard_id": shard_id, "condition": c, "model_name": f"argus-weather-{c}", "model_version": VERSIONS[c],
+                "shard_id": shard_id, "condition": c, "model_name": f"argus-weather-{c}", "model_version": versions[c],
                 "config_hash": CONFIG_HASH, "seed": 0, "n_frames": len(outputs), "n_generated": len(outputs),
                 "n_reused": 0, "seconds": 0.5, "outputs": outputs})
     run.write_json("plan/shards.json", {"shards": plan})
     return run_id, run
 
 
-def _write_output(run: RunStore, template: Path, src, condition: str, index: int, tamper: str | None) -> dict:
+def _write_output(run: RunStore, template: Path, src, condition: str, version: str, index: int,
+                  tamper: str | None) -> dict:
     from PIL import Image
 
     rgb = np.asarray(Image.open(template / src["frame_path"]).convert("RGB"))
@@ -142,10 +146,10 @@ def _write_output(run: RunStore, template: Path, src, condition: str, index: int
         lab[0, 0] = (int(lab[0, 0]) + 1) % 8
         label = png(lab)
     frame_id = f"{condition}-{src['frame_id']}"
-    folder = f"generate/outputs/{condition}/{VERSIONS[condition]}/{CONFIG_HASH}"
+    folder = f"generate/outputs/{condition}/{version}/{CONFIG_HASH}"
     run.write_bytes(f"{folder}/{frame_id}.png", data)
     run.write_bytes(f"{folder}/{frame_id}.label.png", label)
     return {"frame_id": frame_id, "source_frame_id": str(src["frame_id"]), "condition": condition,
-            "model_version": VERSIONS[condition], "config_hash": CONFIG_HASH, "seed": 1000 + index,
+            "model_version": version, "config_hash": CONFIG_HASH, "seed": 1000 + index,
             "output": f"{folder}/{frame_id}.png", "output_sha256": hashlib.sha256(data).hexdigest(),
             "label": f"{folder}/{frame_id}.label.png", "label_sha256": hashlib.sha256(label).hexdigest()}
