@@ -67,6 +67,11 @@ def test_publish_makes_a_revision_with_lineage_and_publishing_it_again_changes_n
     generated = run.cache / "generate" / "outputs" / "rain" / "5" / row["config_hash"] / "rain-clear-test-b00-00004.png"
     assert (got / row["frame_path"]).read_bytes() == generated.read_bytes()
 
+    # the pipeline's own pull reads it like any dataset revision
+    rc, pulled = steps(["pull", "--dataset-rev", "v1", "--window", "all"], "pull-back",
+                       ARGUS_DATASET_REGISTRY=registry.path, ARGUS_SCRATCH=tmp_path / "scratch")
+    assert rc == 0 and (pulled["n_frames"], pulled["counts"]) == (15, {"fog": {"test": 7}, "rain": {"test": 8}})
+
     # the same run again (a retry), then another run with the very same content: nothing new
     commits = registry.git("rev-list", "--count", "HEAD")
     rc, again = steps(PUBLISH, run_id)

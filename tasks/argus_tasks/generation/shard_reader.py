@@ -93,14 +93,35 @@ def _row(shard_id: str, marker: dict, out: dict, where: str) -> dict:
     return row
 
 
+def _parse(run, shard_id: str, conditions) -> tuple[bytes, dict, list[dict]]:
+    """(raw bytes, marker without its outputs, output rows of ``conditions``) of one shard's marker."""
+    where = run.url(marker_path(shard_id))
+    raw = run.read_bytes(marker_path(shard_id))
+    try:
+        marker = json.loads(raw)
+    except ValueError as exc:
+        raise PermanentStepError(f"{where} is not JSON ({exc}); rerun the shard") from exc
+    outs = marker.get("outputs") if isinstance(marker, dict) else None
+    if not isinstance(outs, list):
+        raise PermanentStepError(f"{where} has no list 'outputs'; rerun the shard")
+    rows = [_row(shard_id, marker, out, where) for out in outs]
+    meta = {k: v for k, v in marker.items() if k != "outputs"} | {"n_outputs": len(outs)}
+    return raw, meta, [r for r in rows if conditions is None or r["condition"] in conditions]
+
+
+def _table(rows: list[dict]):
+    import pandas as pd
+
+    table = pd.DataFrame(rows, columns=["shard_id", *OUTPUT_KEYS])
+    return table.sort_values(["condition", "frame_id"], kind="stable").reset_index(drop=True)
+
+
 def read_outputs(run, conditions: list[str] | None = None) -> Outputs:
     """Every output of the plan's shards (only ``conditions`` when given).
 
     Fails closed (:class:`PermanentStepError`): a planned shard without a marker (the run is partial),
     an unreadable marker or an output without one of :data:`OUTPUT_KEYS`.
     """
-    import pandas as pd
-
     planned = planned_shards(run)
     missing = [s for s in planned if not run.exists(marker_path(s))]
     if missing:
@@ -110,24 +131,32 @@ def read_outputs(run, conditions: list[str] | None = None) -> Outputs:
             "is checked or published from a partial run.")
     rows, markers, digest = [], {}, hashlib.sha256(b"argus-shard-markers-v1\n")
     for shard_id in planned:
-        where = run.url(marker_path(shard_id))
-        raw = run.read_bytes(marker_path(shard_id))
+        raw, markers[shard_id], found = _parse(run, shard_id, conditions)
         digest.update(f"{shard_id}\t{hashlib.sha256(raw).hexdigest()}\n".encode())
+        rows += found
+    return Outputs(table=_table(rows), markers=markers, planned=planned, digest=digest.hexdigest())
+
+
+def read_present(run) -> tuple[Outputs, list[str]]:
+    """What the shards that finished left, whatever else failed (for the report): outputs and the problems met."""
+    problems: list[str] = []
+    try:
+        planned = planned_shards(run)
+    except PermanentStepError as exc:
+        planned, problems = [], [str(exc)]
+    present = [n[:-5] for n in run.list(MARKER_DIR) if n.endswith(".json") and not n.startswith(".")]
+    rows, markers = [], {}
+    for shard_id in sorted(set(present) | set(planned), key=lambda s: (s not in planned, s)):
+        if shard_id not in present:
+            problems.append(f"shard {shard_id} has no success marker")
+            continue
         try:
-            marker = json.loads(raw)
-        except ValueError as exc:
-            raise PermanentStepError(f"{where} is not JSON ({exc}); rerun the shard") from exc
-        outs = marker.get("outputs") if isinstance(marker, dict) else None
-        if not isinstance(outs, list):
-            raise PermanentStepError(f"{where} has no list 'outputs'; rerun the shard")
-        markers[shard_id] = {k: v for k, v in marker.items() if k != "outputs"} | {"n_outputs": len(outs)}
-        for out in outs:
-            row = _row(shard_id, marker, out, where)
-            if conditions is None or row["condition"] in conditions:
-                rows.append(row)
-    table = pd.DataFrame(rows, columns=["shard_id", *OUTPUT_KEYS])
-    table = table.sort_values(["condition", "frame_id"], kind="stable").reset_index(drop=True)
-    return Outputs(table=table, markers=markers, planned=planned, digest=digest.hexdigest())
+            _, markers[shard_id], found = _parse(run, shard_id, None)
+        except PermanentStepError as exc:
+            problems.append(str(exc))
+            continue
+        rows += found
+    return Outputs(table=_table(rows), markers=markers, planned=planned), problems
 
 
 def shard_throughput(markers: dict[str, dict]) -> dict:

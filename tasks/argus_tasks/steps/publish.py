@@ -87,7 +87,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     result = {"output_dataset": name, "registry": str(registry.path), **published,
               "how_to_pull": how_to_pull(registry.path, published["revision"], name),
               "conditions": conditions, "n_run_frames": int(len(accepted)), "models": models,
-              "source_revision": record["source_revision"], "source_commit": record["source_commit"]}
+              "source_revision": record["source_revision"], "source_commit": record["source_commit"],
+              "source_registry": record["source_registry"] or run.url("data")}
     used = source[source["frame_id"].isin(set(accepted["source_frame_id"]))]
     result["mlflow_run_id"] = _log_mlflow(ctx, result, check, accepted, used)
     log.info("%s %s: %s (%d frames); get it with: %s", name, published["revision"],
@@ -126,7 +127,7 @@ def _log_mlflow(ctx, result: dict, check: dict, accepted, used_sources) -> str:
         mlflow.log_metrics({"n_frames": result["n_frames"], "n_run_frames": result["n_run_frames"],
                             "flagged": float(check.get("flagged", 0)), "bad_fraction": float(check.get("bad_fraction", 0)),
                             **{f"{c}.frames": m["frames"] for c, m in result["models"].items()}})
-        _log_dataset(used_sources, result["source_commit"] or "source", f"source@{result['source_revision']}",
+        _log_dataset(used_sources, result["source_registry"], f"source@{result['source_revision']}",
                      "source", result["source_commit"] or "0")
         _log_dataset(accepted.drop(columns=["run_frame_path", "run_label_path", "shard_id"], errors="ignore"),
                      result["registry"], f"{result['output_dataset']}@{result['revision']}", "generated",
