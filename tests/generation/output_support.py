@@ -1,8 +1,8 @@
 """A generation run without the generator: a validated run, a pinned judge, and shard markers with real PNGs.
 
 The "generated" frames are real transforms of the source frames (fog: a blend towards grey; rain:
-darker), written in the layout and with the markers that ``argus-task generate`` leaves
-(:mod:`argus_tasks.generation.shard_reader`). Tests tamper with single frames to make bad outputs.
+darker), written in the layout and with the plan and markers that ``plan-shards`` and ``generate``
+leave (:mod:`argus_tasks.generation.shard_reader` documents the format). Tests tamper with single frames to make bad outputs.
 The source dataset and the judge are built once per test session (the judge: the real
 ``segmenter`` step, 40 steps, registered in the session's MLflow).
 """
@@ -26,7 +26,8 @@ from argus_tasks.store import RunStore
 
 DAG_ID = "generation_tests"
 COUNTS = {"clear": {"train": 48, "val": 8, "test": 8}}
-CONFIG_HASH = "c0ffee" * 4
+CONFIG_HASH = "c0ffee" * 2 + "c0ff"
+SEED = 7
 VERSIONS = {"fog": "3", "rain": "5"}
 PERIOD_END = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -96,7 +97,8 @@ def generation_run(base: tuple[Path, dict], store: Path, conditions=("fog", "rai
     """A validated run whose clear test frames were 'generated' into ``conditions``, markers and plan included.
 
     ``tamper`` maps ``(condition, index)`` to ``"truncate"`` (a PNG cut short), ``"blank"`` (one grey
-    value), ``"label"`` (one label pixel changed) or ``"noise"`` (random pixels: the labels are gone).
+    value), ``"label"`` (one label pixel changed), ``"noise"`` (random pixels: the labels are gone) or
+    ``"source"`` (the marker says it was made from another version of the source frame).
     ``versions`` overrides the generator version of a condition (:data:`VERSIONS`).
     """
     import pandas as pd
@@ -112,17 +114,17 @@ def generation_run(base: tuple[Path, dict], store: Path, conditions=("fog", "rai
     for c in conditions:
         parts = np.array_split(np.arange(len(sources)), shards_per_condition)
         for k, idx in enumerate(parts):
-            shard_id = f"{c}-{k:05d}"
-            plan.append({"shard_id": shard_id, "condition": c})
-            outputs = []
-            for i in idx:
-                src = sources.iloc[int(i)]
-                outputs.append(_write_output(run, template, src, c, versions[c], int(i),
-                                             (tamper or {}).get((c, int(i)))))
+            shard_id, shard_sha = f"{c}-{k:04d}", hashlib.sha256(f"{c}/{k}/{run_id}".encode()).hexdigest()
+            plan.append({"shard_id": shard_id, "condition": c, "index": k, "shard_sha256": shard_sha})
+            frames = [_write_output(run, template, sources.iloc[int(i)], c, versions[c], int(i),
+                                    (tamper or {}).get((c, int(i)))) for i in idx]
             run.write_json(f"generate/shards/{shard_id}.json", {
-                "shard_id": shard_id, "condition": c, "model_name": f"argus-weather-{c}", "model_version": versions[c],
-                "config_hash": CONFIG_HASH, "seed": 0, "n_frames": len(outputs), "n_generated": len(outputs),
-                "n_reused": 0, "seconds": 0.5, "outputs": outputs})
+                "shard_id": shard_id, "condition": c, "index": k, "shard_sha256": shard_sha, "complete": True,
+                "model_name": f"argus-weather-{c}", "model_version": versions[c], "config_hash": CONFIG_HASH,
+                "config": {"seed": SEED, "strength": 1.0, "format": "png", "writer": "argus-generate-v1"},
+                "output_dir": f"generate/outputs/{c}/{versions[c]}/{CONFIG_HASH}", "n_frames": len(frames),
+                "frames": frames, "stats": {"n_written": len(frames), "n_reused": 0, "seconds": 0.5,
+                                            "frames_per_s": round(len(frames) / 0.5, 3)}})
     run.write_json("plan/shards.json", {"shards": plan})
     return run_id, run
 
@@ -145,11 +147,10 @@ def _write_output(run: RunStore, template: Path, src, condition: str, version: s
         lab = np.array(Image.open(io.BytesIO(label)))
         lab[0, 0] = (int(lab[0, 0]) + 1) % 8
         label = png(lab)
-    frame_id = f"{condition}-{src['frame_id']}"
+    frame_id = str(src["frame_id"])  # generate names an output after its source frame
     folder = f"generate/outputs/{condition}/{version}/{CONFIG_HASH}"
     run.write_bytes(f"{folder}/{frame_id}.png", data)
-    run.write_bytes(f"{folder}/{frame_id}.label.png", label)
-    return {"frame_id": frame_id, "source_frame_id": str(src["frame_id"]), "condition": condition,
-            "model_version": version, "config_hash": CONFIG_HASH, "seed": 1000 + index,
-            "output": f"{folder}/{frame_id}.png", "output_sha256": hashlib.sha256(data).hexdigest(),
-            "label": f"{folder}/{frame_id}.label.png", "label_sha256": hashlib.sha256(label).hexdigest()}
+    run.write_bytes(f"{folder}/labels/{frame_id}.png", label)
+    return {"frame_id": frame_id, "output": f"{folder}/{frame_id}.png", "sha256": hashlib.sha256(data).hexdigest(),
+            "label": f"{folder}/labels/{frame_id}.png", "label_sha256": hashlib.sha256(label).hexdigest(),
+            "source_sha256": "0" * 64 if tamper == "source" else str(src["frame_sha256"])}

@@ -50,22 +50,29 @@ def test_committed_output_suites_match_the_schema(tmp_path):
 
 
 def test_good_outputs_pass_and_a_bad_frame_and_a_changed_label_are_flagged(base, steps, tmp_path):
-    run_id, run = generation_run(base, steps.store, tamper={("fog", 2): "truncate", ("rain", 5): "label"})
-    rc, result = steps([*CHECK, "--max-bad-fraction", "0.2"], run_id)
+    run_id, run = generation_run(base, steps.store, tamper={("fog", 2): "truncate", ("rain", 5): "label",
+                                                            ("rain", 0): "source"})
+    rc, result = steps([*CHECK, "--max-bad-fraction", "0.3"], run_id)
     assert rc == 0, steps.failure(run_id, "check-outputs")
     assert result["outcome"] == "flagged"
-    assert result["n_outputs"] == 16 and result["accepted"] == 14 and result["flagged"] == 2
+    assert result["n_outputs"] == 16 and result["accepted"] == 13 and result["flagged"] == 3
     assert result["per_condition"]["fog"] == {"outputs": 8, "flagged": 1, "accepted": 7, "bad_fraction": 0.125}
+    assert result["models"] == {"fog": {"model_name": "argus-weather-fog", "model_version": "3"},
+                                "rain": {"model_name": "argus-weather-rain", "model_version": "5"}}
     flagged = pd.read_parquet(run.cache / "check-outputs" / "flagged.parquet").set_index("frame_id")
-    assert sorted(flagged.index) == ["fog-clear-test-b00-00002", "rain-clear-test-b00-00005"]
-    assert "generated frame PNG does not decode" in flagged.loc["fog-clear-test-b00-00002", "reasons"]
+    assert sorted(flagged.index) == ["fog-clear-test-b00-00002", "rain-clear-test-b00-00000",
+                                     "rain-clear-test-b00-00005"]
+    assert flagged.loc["fog-clear-test-b00-00002", "reasons"] == (
+        "generated frame PNG does not decode as 8-bit RGB (OSError: image file is truncated)")
     assert flagged.loc["rain-clear-test-b00-00005", "reasons"] == (
         "label is not byte-identical to the source frame's label")
+    assert flagged.loc["rain-clear-test-b00-00000", "reasons"] == (
+        "the frame was made from another version of its source frame (source sha256 differs)")
     accepted = pd.read_parquet(run.cache / "check-outputs" / "accepted.parquet")
-    assert len(accepted) == 14 and not set(flagged.index) & set(accepted["frame_id"])
+    assert len(accepted) == 13 and not set(flagged.index) & set(accepted["frame_id"])
     row = accepted.set_index("frame_id").loc["fog-clear-test-b00-00001"]
     assert (row["source_frame_id"], row["model_version"], row["seed"], row["source_revision"]) == (
-        "clear-test-b00-00001", "3", 1001, "test-rev")
+        "clear-test-b00-00001", "3", 7, "test-rev")
     assert row["frame_path"] == "frames/fog/test/fog-clear-test-b00-00001.png"
     assert 0.3 <= accepted["label_fidelity"].min() <= accepted["label_fidelity"].max() <= 1.0
     assert (run.cache / "check-outputs" / "data_docs" / "index.html").exists()
@@ -97,10 +104,23 @@ def test_a_frame_whose_labels_are_gone_fails_the_fidelity_floor(base, steps):
     assert result["flagged"] == 1 and result["accepted"] == 7
 
 
-def test_a_missing_shard_marker_fails_before_anything_is_checked(base, steps):
+def test_a_missing_or_foreign_shard_marker_fails_before_anything_is_checked(base, steps):
     run_id, run = generation_run(base, steps.store, conditions=("fog",), shards_per_condition=2)
-    (run.cache / "generate" / "shards" / "fog-00001.json").unlink()
+    marker = run.cache / "generate" / "shards" / "fog-0001.json"
+    saved = json.loads(marker.read_text())
+    marker.unlink()
     rc, _ = steps(["check-outputs", "--conditions", "fog"], run_id)
     assert rc == 10
     message = steps.failure(run_id, "check-outputs")
-    assert "1 of 2 planned shard(s) have no success marker" in message and "fog-00001" in message
+    assert "1 of 2 planned shard(s) have no success marker" in message and "fog-0001" in message
+    marker.write_text(json.dumps({**saved, "shard_sha256": "f" * 64}))  # a marker of another plan's shard
+    assert steps(["check-outputs", "--conditions", "fog"], run_id)[0] == 10
+    assert "is not a complete marker of this plan's shard fog-0001" in steps.failure(run_id, "check-outputs")
+
+
+def test_outputs_of_another_model_version_than_the_pinned_one_fail(base, steps):
+    run_id, run = generation_run(base, steps.store, conditions=("fog",))
+    run.write_json("resolve/result.json", {"models": {"fog": {"model_name": "argus-weather-fog", "version": "4"}}})
+    assert steps(["check-outputs", "--conditions", "fog"], run_id)[0] == 10
+    assert ("the fog outputs come from argus-weather-fog v3, but the run pinned argus-weather-fog v4"
+            in steps.failure(run_id, "check-outputs"))

@@ -83,13 +83,13 @@ def test_a_failed_check_is_reported_with_its_cause_and_nothing_published(base, s
 
 def test_a_partial_generation_is_reported_without_any_check(base, steps):
     run_id, run = generation_run(base, steps.store, conditions=("rain",), shards_per_condition=2)
-    (run.cache / "generate" / "shards" / "rain-00001.json").unlink()
-    run.write_json("generate/rain-00001/failure.json", {"message": "CUDA error: out of memory\nmore", "exit_code": 1})
+    (run.cache / "generate" / "shards" / "rain-0001.json").unlink()
+    run.write_json("generate/rain-0001/failure.json", {"message": "CUDA error: out of memory\nmore", "exit_code": 1})
     rc, result = steps(["generation-report", "--conditions", "rain"], run_id)
-    assert rc == 0 and result["failed_steps"] == ["generate/rain-00001"]
+    assert rc == 0 and result["failed_steps"] == ["generate/rain-0001"]
     report = (run.cache / "generation-report" / "report.md").read_text()
-    assert "| generate/rain-00001 | failed | CUDA error: out of memory |" in report
-    assert "- shards: 1 finished of 2 planned; problems: shard rain-00001 has no success marker" in report
+    assert "| generate/rain-0001 | failed | CUDA error: out of memory |" in report
+    assert "- shards: 1 finished of 2 planned; problems: shard rain-0001 has no success marker" in report
     assert "- check-outputs did not run" in report and "publish did not run" in report
     assert result["throughput"]["total"]["frames"] == 4
     assert (run.cache / "generation-report" / "grid_rain.png").exists()

@@ -61,10 +61,10 @@ def test_publish_makes_a_revision_with_lineage_and_publishing_it_again_changes_n
     row = manifest.set_index("frame_id").loc["rain-clear-test-b00-00004"]
     assert (row["source_frame_id"], row["source_revision"], row["source_commit"], row["model_name"],
             row["model_version"], row["seed"], row["condition"], row["split"]) == (
-        "clear-test-b00-00004", "test-rev", "0" * 40, "argus-weather-rain", "5", 1004, "rain", "test")
+        "clear-test-b00-00004", "test-rev", "0" * 40, "argus-weather-rain", "5", 7, "rain", "test")
     source_label = (base[0] / "labels" / "clear" / "test" / "clear-test-b00-00004.png").read_bytes()
     assert (got / row["label_path"]).read_bytes() == source_label
-    generated = run.cache / "generate" / "outputs" / "rain" / "5" / row["config_hash"] / "rain-clear-test-b00-00004.png"
+    generated = run.cache / "generate" / "outputs" / "rain" / "5" / row["config_hash"] / "clear-test-b00-00004.png"
     assert (got / row["frame_path"]).read_bytes() == generated.read_bytes()
 
     # the pipeline's own pull reads it like any dataset revision
@@ -121,7 +121,7 @@ def test_a_failed_check_publishes_nothing(base, steps, tmp_path):
 def test_a_partial_or_changed_generation_publishes_nothing(base, steps, tmp_path):
     run_id, run = generation_run(base, steps.store, shards_per_condition=2)
     assert steps(CHECK, run_id)[0] == 0
-    marker = run.cache / "generate" / "shards" / "rain-00001.json"
+    marker = run.cache / "generate" / "shards" / "rain-0001.json"
     saved = marker.read_bytes()
     marker.unlink()
     assert steps(PUBLISH, run_id)[0] == 10

@@ -31,6 +31,7 @@ NUMERIC_CHECKS = ("luma_std", "mean_abs_change", "label_fidelity")
 # generated-output check column -> what it means when it fails (the reason a frame is flagged)
 OUTPUT_CHECKS: dict[str, str] = {
     "source_known": "source frame is not in the run's accepted manifest",
+    "source_hash_matches": "the frame was made from another version of its source frame (source sha256 differs)",
     "output_exists": "generated frame file is missing",
     "output_hash_matches": "generated frame sha256 differs from its shard marker",
     "output_decodes": "generated frame PNG does not decode as 8-bit RGB",

@@ -68,7 +68,7 @@ def check_one(item: tuple) -> dict:
     """
     from argus_tasks.data.manifest import brightness_stats
 
-    row, out_path, label_path, out_sha, label_sha, src_frame, src_label, src_w, src_h = item
+    row, out_path, label_path, out_sha, label_sha, src_frame, src_label, src_w, src_h, src_sha, made_from = item
     ok: dict[str, bool | None] = dict.fromkeys(CHECK_COLUMNS, None)
     ok["output_exists"] = ok["label_exists"] = False
     why: list[str] = []
@@ -77,6 +77,10 @@ def check_one(item: tuple) -> dict:
     ok["source_known"] = src_frame is not None
     if not ok["source_known"]:
         why.append(OUTPUT_CHECKS["source_known"])
+    else:
+        ok["source_hash_matches"] = src_sha == made_from
+        if not ok["source_hash_matches"]:
+            why.append(OUTPUT_CHECKS["source_hash_matches"])
     data = _read(out_path)
     if data is None:
         why.append(OUTPUT_CHECKS["output_exists"])
@@ -132,7 +136,8 @@ def file_checks(run_dir: Path, data_root: Path, outputs, manifest, workers: int 
         s = src.get(o["source_frame_id"])
         items.append((i, str(run_dir / o["output"]), str(run_dir / o["label"]), o["output_sha256"], o["label_sha256"],
                       str(data_root / s["frame_path"]) if s else None, str(data_root / s["label_path"]) if s else None,
-                      int(s["width"]) if s else -1, int(s["height"]) if s else -1))
+                      int(s["width"]) if s else -1, int(s["height"]) if s else -1, s["frame_sha256"] if s else None,
+                      o["source_sha256"]))
     table = pd.DataFrame(list(parallel_map(check_one, items, workers=workers, what="generated frame checks",
                                            log_every=2000)))
     if table.empty:

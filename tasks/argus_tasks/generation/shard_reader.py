@@ -1,30 +1,26 @@
 """Reading what the generate step left in the run: the shard plan and the per-shard success markers.
 
-This module is the one place that knows the marker format; ``check-outputs``, ``publish`` and
-``generation-report`` read the generated outputs only through :func:`read_outputs`.
+This module is the one place that knows their format (written by ``plan-shards`` and ``generate``:
+:mod:`argus_tasks.generation.shards`, :mod:`argus_tasks.generation.writer`); ``check-outputs``,
+``publish`` and ``generation-report`` read the generated outputs only through it.
 
-The plan (``plan/shards.json``) lists the shards the run must generate::
+The plan, ``plan/shards.json``, lists the shards the run must generate (``shards[].shard_id`` and
+``shard_sha256``, the identity of the shard's frames). A shard that finished writes its marker
+``generate/shards/<shard_id>.json`` last::
 
-    {"shards": [{"shard_id": "fog-00000", ...}, ...]}        (or a plain list of ids or of such objects)
+    {"shard_id": "fog-0000", "condition": "fog", "shard_sha256": "...", "complete": true,
+     "model_name": "argus-weather-fog", "model_version": "4", "config_hash": "3f2a...",
+     "config": {"seed": 0, "strength": 1.0, ...}, "n_frames": 64,
+     "stats": {"n_written": 64, "n_reused": 0, "seconds": 12.5, "frames_per_s": 5.1},
+     "frames": [{"frame_id": "clear-test-b00-00001",            # the source frame
+                 "output": "generate/outputs/fog/4/3f2a.../clear-test-b00-00001.png", "sha256": "...",
+                 "label": "generate/outputs/fog/4/3f2a.../labels/clear-test-b00-00001.png",
+                 "label_sha256": "...", "source_sha256": "..."}, ...]}
 
-A shard that finished writes its marker ``generate/shards/<shard_id>.json`` last, atomically::
-
-    {"shard_id": "fog-00000", "condition": "fog", "model_name": "argus-weather-fog",
-     "model_version": "4", "config_hash": "3f2a...", "seed": 0,
-     "n_frames": 64, "n_generated": 64, "n_reused": 0, "seconds": 12.5,
-     "outputs": [
-       {"frame_id": "fog-clear-test-b00-00001", "source_frame_id": "clear-test-b00-00001",
-        "condition": "fog", "model_version": "4", "config_hash": "3f2a...", "seed": 0,
-        "output": "generate/outputs/fog/4/3f2a.../fog-clear-test-b00-00001.png",
-        "output_sha256": "<64 hex>",
-        "label": "generate/outputs/fog/4/3f2a.../fog-clear-test-b00-00001.label.png",
-        "label_sha256": "<64 hex>"},
-       ...]}
-
-Paths are relative to the run folder. An output's ``condition``, ``model_name``, ``model_version``,
-``config_hash`` and ``seed`` default to the marker's own. ``frame_id`` must be unique across the
-conditions of a run (it names the frame in the published dataset). ``n_generated``, ``n_reused`` and
-``seconds`` (the shard's wall time) are optional and feed the report's throughput.
+Paths are relative to the run folder. Only a marker with ``complete: true`` and the plan's
+``shard_sha256`` counts (``<shard_id>.partial.json`` is a journal, never a marker). An output's
+frame id in the published dataset is ``<condition>-<source frame id>`` (:func:`published_id`): one
+source frame gives one frame per condition. An entry may override ``seed`` (default: the config's).
 """
 
 from __future__ import annotations
@@ -38,81 +34,90 @@ from argus_tasks.models.registry_adapter import weather_model_name
 
 PLAN_FILE = "plan/shards.json"
 MARKER_DIR = "generate/shards"
-OUTPUT_KEYS = ("frame_id", "source_frame_id", "condition", "model_name", "model_version", "config_hash", "seed",
-               "output", "output_sha256", "label", "label_sha256")
-INHERITED = ("condition", "model_name", "model_version", "config_hash", "seed")
+COLUMNS = ("shard_id", "frame_id", "source_frame_id", "condition", "model_name", "model_version", "config_hash",
+           "seed", "output", "output_sha256", "label", "label_sha256", "source_sha256")
 
 
 @dataclass
 class Outputs:
-    """The generated outputs of a run, one row per frame (``table``), and the markers they came from."""
+    """The generated outputs of a run, one row per frame (``table``: :data:`COLUMNS`), and their markers."""
 
-    table: object  # pandas DataFrame: shard_id + OUTPUT_KEYS
-    markers: dict[str, dict] = field(default_factory=dict)  # shard id -> marker (without "outputs")
+    table: object  # pandas DataFrame
+    markers: dict[str, dict] = field(default_factory=dict)  # shard id -> marker (without its frame list)
     planned: list[str] = field(default_factory=list)
-    digest: str = ""  # sha256 over the markers' bytes, in shard order: what check-outputs validated
+    digest: str = ""  # sha256 over the markers' bytes, in plan order: what check-outputs validated
+
+
+def published_id(condition: str, source_frame_id: str) -> str:
+    return f"{condition}-{source_frame_id}"
 
 
 def marker_path(shard_id: str) -> str:
     return f"{MARKER_DIR}/{shard_id}.json"
 
 
-def planned_shards(run) -> list[str]:
-    """The shard ids of the run's plan (``plan/shards.json``), in plan order."""
+def planned_shards(run) -> dict[str, str]:
+    """The shards of the run's plan: shard id -> ``shard_sha256`` ("" when the plan names none), in plan order."""
     if not run.exists(PLAN_FILE):
         raise PermanentStepError(f"the shard plan {run.url(PLAN_FILE)} is missing: the plan step must succeed "
                                  "before the generated outputs can be checked or published")
     doc = run.read_json(PLAN_FILE)
-    items = doc.get("shards") if isinstance(doc, dict) else doc
-    if not isinstance(items, list):
-        raise PermanentStepError(f"{run.url(PLAN_FILE)} holds no list of shards (key 'shards')")
-    ids = [str(s.get("shard_id", "")) if isinstance(s, dict) else str(s) for s in items]
-    if not ids or any(not i for i in ids):
-        raise PermanentStepError(f"{run.url(PLAN_FILE)} plans no shards, or a shard without a shard_id")
-    return ids
+    items = doc.get("shards") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not items:
+        raise PermanentStepError(f"{run.url(PLAN_FILE)} plans no shards (key 'shards'); rerun plan-shards")
+    planned = {str(s.get("shard_id", "")): str(s.get("shard_sha256", "")) for s in items if isinstance(s, dict)}
+    if len(planned) != len(items) or "" in planned:
+        raise PermanentStepError(f"{run.url(PLAN_FILE)} has a shard without a shard_id, or one twice; rerun plan-shards")
+    return planned
 
 
-def _row(shard_id: str, marker: dict, out: dict, where: str) -> dict:
-    if not isinstance(out, dict):
-        raise PermanentStepError(f"{where}: an entry of 'outputs' is not an object: {out!r:.100}")
-    row = {"shard_id": shard_id}
-    for key in OUTPUT_KEYS:
-        value = out.get(key, marker.get(key) if key in INHERITED else None)
-        if key == "model_name" and value is None and row.get("condition"):
-            value = weather_model_name(str(row["condition"]))
+def _row(shard_id: str, marker: dict, entry: dict, where: str) -> dict:
+    if not isinstance(entry, dict):
+        raise PermanentStepError(f"{where}: an entry of 'frames' is not an object: {entry!r:.100}")
+    condition = str(marker.get("condition", ""))
+    row = {"shard_id": shard_id, "source_frame_id": entry.get("frame_id"), "condition": condition,
+           "model_name": marker.get("model_name") or (weather_model_name(condition) if condition else None),
+           "model_version": marker.get("model_version"), "config_hash": marker.get("config_hash"),
+           "seed": entry.get("seed", (marker.get("config") or {}).get("seed")), "output": entry.get("output"),
+           "output_sha256": entry.get("sha256"), "label": entry.get("label"), "label_sha256": entry.get("label_sha256"),
+           "source_sha256": entry.get("source_sha256")}
+    for key, value in row.items():
         if value is None or value == "":
-            raise PermanentStepError(f"{where}: output {out.get('frame_id', '?')!r} has no {key!r} (marker format: "
+            raise PermanentStepError(f"{where}: frame {entry.get('frame_id', '?')!r} has no {key!r} (marker format: "
                                      "argus_tasks/generation/shard_reader.py); rerun the shard")
-        row[key] = value
     try:
         row["seed"] = int(row["seed"])
     except (TypeError, ValueError) as exc:
-        raise PermanentStepError(f"{where}: seed {row['seed']!r} of {row['frame_id']!r} is not an integer") from exc
-    for key in ("frame_id", "source_frame_id", "condition", "model_name", "model_version", "config_hash"):
-        row[key] = str(row[key])
+        raise PermanentStepError(f"{where}: seed {row['seed']!r} is not an integer") from exc
+    row = {k: (v if k == "seed" else str(v)) for k, v in row.items()}
+    row["frame_id"] = published_id(condition, row["source_frame_id"])
     return row
 
 
-def _parse(run, shard_id: str, conditions) -> tuple[bytes, dict, list[dict]]:
-    """(raw bytes, marker without its outputs, output rows of ``conditions``) of one shard's marker."""
+def _parse(run, shard_id: str, planned_sha: str, conditions) -> tuple[bytes, dict, list[dict]]:
+    """(raw bytes, marker without its frame list, output rows of ``conditions``) of one shard's marker."""
     where = run.url(marker_path(shard_id))
     raw = run.read_bytes(marker_path(shard_id))
     try:
         marker = json.loads(raw)
     except ValueError as exc:
         raise PermanentStepError(f"{where} is not JSON ({exc}); rerun the shard") from exc
-    outs = marker.get("outputs") if isinstance(marker, dict) else None
-    if not isinstance(outs, list):
-        raise PermanentStepError(f"{where} has no list 'outputs'; rerun the shard")
-    rows = [_row(shard_id, marker, out, where) for out in outs]
-    meta = {k: v for k, v in marker.items() if k != "outputs"} | {"n_outputs": len(outs)}
+    entries = marker.get("frames") if isinstance(marker, dict) else None
+    if not isinstance(entries, list):
+        raise PermanentStepError(f"{where} has no list 'frames'; rerun the shard")
+    if marker.get("complete") is not True or (planned_sha and marker.get("shard_sha256") != planned_sha):
+        raise PermanentStepError(f"{where} is not a complete marker of this plan's shard {shard_id} (complete="
+                                 f"{marker.get('complete')!r}, shard_sha256 {str(marker.get('shard_sha256'))[:12]} vs "
+                                 f"planned {planned_sha[:12]}); rerun the shard")
+    rows = [_row(shard_id, marker, e, where) for e in entries]
+    meta = {k: v for k, v in marker.items() if k != "frames"} | {"n_outputs": len(entries)}
     return raw, meta, [r for r in rows if conditions is None or r["condition"] in conditions]
 
 
 def _table(rows: list[dict]):
     import pandas as pd
 
-    table = pd.DataFrame(rows, columns=["shard_id", *OUTPUT_KEYS])
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
     return table.sort_values(["condition", "frame_id"], kind="stable").reset_index(drop=True)
 
 
@@ -120,7 +125,7 @@ def read_outputs(run, conditions: list[str] | None = None) -> Outputs:
     """Every output of the plan's shards (only ``conditions`` when given).
 
     Fails closed (:class:`PermanentStepError`): a planned shard without a marker (the run is partial),
-    an unreadable marker or an output without one of :data:`OUTPUT_KEYS`.
+    an unreadable or incomplete marker, a marker of another plan, or a frame entry lacking a field.
     """
     planned = planned_shards(run)
     missing = [s for s in planned if not run.exists(marker_path(s))]
@@ -130,11 +135,11 @@ def read_outputs(run, conditions: list[str] | None = None) -> Outputs:
             f"e.g. {missing[:5]}: the generation is partial. Rerun (clear) the failed generate tasks; nothing "
             "is checked or published from a partial run.")
     rows, markers, digest = [], {}, hashlib.sha256(b"argus-shard-markers-v1\n")
-    for shard_id in planned:
-        raw, markers[shard_id], found = _parse(run, shard_id, conditions)
+    for shard_id, sha in planned.items():
+        raw, markers[shard_id], found = _parse(run, shard_id, sha, conditions)
         digest.update(f"{shard_id}\t{hashlib.sha256(raw).hexdigest()}\n".encode())
         rows += found
-    return Outputs(table=_table(rows), markers=markers, planned=planned, digest=digest.hexdigest())
+    return Outputs(table=_table(rows), markers=markers, planned=list(planned), digest=digest.hexdigest())
 
 
 def read_present(run) -> tuple[Outputs, list[str]]:
@@ -143,34 +148,35 @@ def read_present(run) -> tuple[Outputs, list[str]]:
     try:
         planned = planned_shards(run)
     except PermanentStepError as exc:
-        planned, problems = [], [str(exc)]
-    present = [n[:-5] for n in run.list(MARKER_DIR) if n.endswith(".json") and not n.startswith(".")]
+        planned, problems = {}, [str(exc)]
+    present = [n[:-5] for n in run.list(MARKER_DIR)
+               if n.endswith(".json") and not n.endswith(".partial.json") and not n.startswith(".")]
     rows, markers = [], {}
     for shard_id in sorted(set(present) | set(planned), key=lambda s: (s not in planned, s)):
         if shard_id not in present:
             problems.append(f"shard {shard_id} has no success marker")
             continue
         try:
-            _, markers[shard_id], found = _parse(run, shard_id, None)
+            _, markers[shard_id], found = _parse(run, shard_id, planned.get(shard_id, ""), None)
         except PermanentStepError as exc:
             problems.append(str(exc))
             continue
         rows += found
-    return Outputs(table=_table(rows), markers=markers, planned=planned), problems
+    return Outputs(table=_table(rows), markers=markers, planned=list(planned)), problems
 
 
 def shard_throughput(markers: dict[str, dict]) -> dict:
-    """Frames and seconds over the shards' markers: totals, frames/s, per condition."""
+    """Frames and seconds over the shards' markers (their ``stats``): totals, frames/s, per condition."""
     per: dict[str, dict] = {}
     for m in markers.values():
-        c = str(m.get("condition", "?"))
-        d = per.setdefault(c, {"shards": 0, "frames": 0, "generated": 0, "reused": 0, "seconds": 0.0})
-        n = int(m.get("n_frames", m.get("n_outputs", 0)) or 0)
+        stats = m.get("stats") or {}
+        d = per.setdefault(str(m.get("condition", "?")),
+                           {"shards": 0, "frames": 0, "generated": 0, "reused": 0, "seconds": 0.0})
         d["shards"] += 1
-        d["frames"] += n
-        d["generated"] += int(m.get("n_generated", n) or 0)
-        d["reused"] += int(m.get("n_reused", 0) or 0)
-        d["seconds"] += float(m.get("seconds", 0.0) or 0.0)
+        d["frames"] += int(m.get("n_frames", m.get("n_outputs", 0)) or 0)
+        d["generated"] += int(stats.get("n_written", 0) or 0)
+        d["reused"] += int(stats.get("n_reused", 0) or 0)
+        d["seconds"] += float(stats.get("seconds", 0.0) or 0.0)
     total = {k: sum(d[k] for d in per.values()) for k in ("shards", "frames", "generated", "reused", "seconds")}
     for d in (*per.values(), total):
         d["frames_per_second"] = round(d["generated"] / d["seconds"], 3) if d["seconds"] > 0 else None

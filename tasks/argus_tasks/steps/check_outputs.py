@@ -34,6 +34,7 @@ log = logging.getLogger("argus.check_outputs")
 OUT = "check-outputs"  # the step's folder, where the CLI writes its result.json / failure.json too
 RESULT, ACCEPTED, FLAGGED, SCORES = (f"{OUT}/result.json", f"{OUT}/accepted.parquet", f"{OUT}/flagged.parquet",
                                      f"{OUT}/scores.parquet")
+RESOLVED = "resolve/result.json"
 STALE = (RESULT, f"{OUT}/failure.json", ACCEPTED, FLAGGED, SCORES)
 MAX_EXAMPLES = 10
 
@@ -95,6 +96,24 @@ def _judge(ctx, version: str):
     return load_version(registry, SEGMENTER_MODEL, version), {
         "model_name": SEGMENTER_MODEL, "version": str(version),
         "content_hash": (mv.tags or {}).get("argus.content_hash", ""), "pinned_by": "--judge-version or champion"}
+
+
+def one_model_per_condition(run, table) -> dict[str, dict]:
+    """{condition: {"model_name", "model_version"}}: one model made all of a condition's frames, the one the run
+    pinned (``resolve/result.json``, when there is one); otherwise a PermanentStepError: never mix two models."""
+    pinned = (run.read_json(RESOLVED) if run.exists(RESOLVED) else {}).get("models", {})
+    models = {}
+    for c, group in table.groupby("condition"):
+        found = sorted(set(zip(group["model_name"], group["model_version"], strict=True)))
+        want = pinned.get(c)
+        if len(found) > 1 or (want and found != [(want.get("model_name", found[0][0]), str(want.get("version")))]):
+            raise PermanentStepError(
+                f"the {c} outputs come from {', '.join(f'{n} v{v}' for n, v in found)}"
+                + (f", but the run pinned {want.get('model_name', '')} v{want.get('version')} ({run.url(RESOLVED)})"
+                   if want else "") + ": one dataset never mixes two models; rerun the generation of the shards "
+                                      "made with another version")
+        models[str(c)] = {"model_name": found[0][0], "model_version": found[0][1]}
+    return models
 
 
 def _flagged_table(outputs, checks, bad_rows: dict[int, list[str]]):
@@ -174,6 +193,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         raise PermanentStepError(f"no generated outputs for {', '.join(empty)} in the {len(outputs.planned)} shard "
                                  f"marker(s) of {run.url('generate/shards')}; conditions present: "
                                  f"{sorted(set(table['condition'])) or 'none'}. Check the plan's conditions.")
+    models = one_model_per_condition(run, table)
     run_dir = run.localize("generate").parent
     log.info("checking %d generated frames (%s) from %d shards against %d accepted source frames", len(table),
              ", ".join(f"{c}={int((table['condition'] == c).sum())}" for c in conditions), len(outputs.planned),
@@ -231,7 +251,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         "flagged_examples": _examples(flagged), "scores": run.url(SCORES), "data_docs": docs, "judge": judge_info,
         "thresholds": {**params, "max_bad_fraction": args.max_bad_fraction},
         "columns": list(OUTPUT_MANIFEST_COLUMNS), "statistics": gate.statistics, "mlflow_run_id": mlflow_run,
-        "source_revision": pull.get("revision", ""), "source_commit": pull.get("commit", ""),
+        "source_revision": pull.get("revision", ""), "source_commit": pull.get("commit", ""), "models": models,
     }
 
 
