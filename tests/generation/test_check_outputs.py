@@ -104,6 +104,19 @@ def test_a_frame_whose_labels_are_gone_fails_the_fidelity_floor(base, steps):
     assert result["flagged"] == 1 and result["accepted"] == 7
 
 
+def test_without_a_pinned_judge_the_judge_champion_judges_and_the_result_says_so(base, steps):
+    run_id, run = generation_run(base, steps.store, conditions=("rain",))
+    (run.cache / "segmenter" / "result.json").unlink()
+    rc, result = steps(["check-outputs", "--conditions", "rain", "--workers", "1"], run_id)
+    assert rc == 0, steps.failure(run_id, "check-outputs")
+    import mlflow
+
+    champion = mlflow.MlflowClient().get_model_version_by_alias("argus-downstream-segmenter", "champion")
+    assert result["judge"] == {"model_name": "argus-downstream-segmenter", "version": str(champion.version),
+                               "content_hash": champion.tags["argus.content_hash"],
+                               "pinned_by": "argus-downstream-segmenter@champion"}
+
+
 def test_a_missing_or_foreign_shard_marker_fails_before_anything_is_checked(base, steps):
     run_id, run = generation_run(base, steps.store, conditions=("fog",), shards_per_condition=2)
     marker = run.cache / "generate" / "shards" / "fog-0001.json"

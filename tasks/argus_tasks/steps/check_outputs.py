@@ -16,7 +16,8 @@ source's, the judge segmenter's label fidelity) and runs the GX checkpoint ``arg
 
 ``check-outputs/scores.parquet`` (every frame: fidelity, change, contrast, flagged, reasons) feeds the report.
 The judge is the segmenter version pinned by this run (``segmenter/result.json``), else
-``--judge-version``, else the judge's champion now; the result records which.
+``--judge-version``, else the judge that evaluated the run's model versions (as export does), else
+the judge's champion now; the result records which (``judge.pinned_by``).
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ def _remove(run, relpath: str) -> None:
         run.fs.rm(run.url(relpath))
 
 
-def _judge(ctx, version: str):
-    """(judge model, {"model_name", "version", "content_hash", "pinned_by"})."""
+def _judge(ctx, version: str, models: dict[str, dict]):
+    """(judge model, {"model_name", "version", "content_hash", "pinned_by"}): the segmenter this run pinned
+    (``segmenter/result.json``); else ``--judge-version``; else the judge that evaluated the run's model versions
+    (their ``argus.judge_version`` tag, when they agree); else the judge's champion now."""
     from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL, Registry
     from argus_tasks.models.segmenter_registry import RESULT as PINNED
     from argus_tasks.models.segmenter_registry import load_version, pinned_segmenter
@@ -85,17 +88,30 @@ def _judge(ctx, version: str):
         model, pinned = pinned_segmenter(ctx, registry)
         return model, {"model_name": pinned.get("model_name", SEGMENTER_MODEL), "version": str(pinned["version"]),
                        "content_hash": pinned.get("content_hash", ""), "pinned_by": PINNED}
+    how = "--judge-version"
+    if not version:
+        judged = {_judged_by(registry, m["model_name"], m["model_version"]) for m in models.values()}
+        if len(judged) == 1 and None not in judged:
+            version, how = judged.pop(), "the judge that evaluated the run's model versions"
     if not version:
         mv = registry.alias(SEGMENTER_MODEL, CHAMPION)
         if mv is None:
             raise PermanentStepError(f"no judge: this run pinned no segmenter ({ctx.run.url(PINNED)}), no "
                                      f"--judge-version was given and {SEGMENTER_MODEL}@{CHAMPION} does not exist; "
                                      "run `argus-task segmenter` first")
-        version = str(mv.version)
+        version, how = str(mv.version), f"{SEGMENTER_MODEL}@{CHAMPION}"
     mv = registry.version(SEGMENTER_MODEL, version)
     return load_version(registry, SEGMENTER_MODEL, version), {
         "model_name": SEGMENTER_MODEL, "version": str(version),
-        "content_hash": (mv.tags or {}).get("argus.content_hash", ""), "pinned_by": "--judge-version or champion"}
+        "content_hash": (mv.tags or {}).get("argus.content_hash", ""), "pinned_by": how}
+
+
+def _judged_by(registry, name: str, version: str) -> str | None:
+    """The ``argus.judge_version`` tag of a model version (None when it has none or is not registered here)."""
+    try:
+        return (registry.version(name, version).tags or {}).get("argus.judge_version")
+    except PermanentStepError:
+        return None
 
 
 def one_model_per_condition(run, table) -> dict[str, dict]:
@@ -199,7 +215,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
              ", ".join(f"{c}={int((table['condition'] == c).sum())}" for c in conditions), len(outputs.planned),
              len(manifest))
     checks = qa.file_checks(run_dir, data_root, table, manifest, workers=args.workers)
-    judge, judge_info = _judge(ctx, args.judge_version)
+    judge, judge_info = _judge(ctx, args.judge_version, models)
     device = resolve_device(args.device)
     checks["label_fidelity"] = qa.label_fidelity(judge, run_dir, data_root, table, checks, manifest, device=device,
                                                  batch_size=args.batch_size, threads=threads)

@@ -26,7 +26,7 @@ from argus_tasks.run_outcome import StepOutcome, step_outcome
 HELP = "write the generation run's report (Markdown, sample grids, lowest-fidelity contact sheet)"
 log = logging.getLogger("argus.generation_report")
 OUT = "generation-report"
-ORDER = ("pull", "validate", "segmenter", "resolve", "export", "plan", "generate", "check-outputs", "publish")
+ORDER = ("pull", "validate", "segmenter", "resolve", "export", "plan-shards", "generate", "check-outputs", "publish")
 N_GRID, N_WORST = 6, 8
 
 
