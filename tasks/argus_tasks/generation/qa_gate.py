@@ -45,12 +45,12 @@ def run_output_gate(tables: dict, manifest_rows: list[int], workdir: Path, *, pa
     ``manifest_rows[i]`` is the ``generated_outputs`` row of row ``i`` of ``generated_manifest``;
     ``GateResult.bad_rows`` is keyed by ``generated_outputs`` rows.
     """
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # before the import: it logs while loading
     from great_expectations.core.run_identifier import RunIdentifier
 
     import great_expectations as gx
 
     started = time.time()
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     workdir = Path(workdir)
     table_dir = workdir / "tables"
     shutil.rmtree(table_dir, ignore_errors=True)
