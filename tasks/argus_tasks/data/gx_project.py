@@ -16,6 +16,10 @@ Tables (parquet files the validate step writes for each run):
                     ``min_frames_per_group``);
 * ``conditions``    one row: mean brightness per condition (night darker than clear).
 
+The output gate, checkpoint ``argus_output_gate``, validates the generated frames of a generation
+run (tables ``generated_manifest`` and ``generated_outputs``; run by ``check-outputs``). Its
+expectations are built from the same schema module, in :mod:`argus_tasks.data.gx_outputs`.
+
 Each expectation carries ``meta.level``: ``frame`` when a failure points at individual frames
 (they can be quarantined) or ``dataset`` when it condemns the dataset as a whole.
 
@@ -38,6 +42,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from argus_tasks.data.gx_outputs import (
+    OUTPUT_CHECKPOINT,
+    OUTPUT_TABLES,
+    generated_manifest_expectations,
+    generated_output_expectations,
+)
 from argus_tasks.data.schema import (
     BRIGHTNESS_RANGE,
     BRIGHTNESS_STD_RANGE,
@@ -54,6 +64,7 @@ TABLES = ("manifest", "frame_checks", "groups", "conditions")
 CHECKPOINT = "argus_data_gate"
 MIN_FRAMES_PARAM = "min_frames_per_group"
 DOCS_SITE = "local_site"
+CHECKPOINTS = {CHECKPOINT: TABLES, OUTPUT_CHECKPOINT: OUTPUT_TABLES}
 
 # schema dtype -> the type name GX observes for a pandas column of that dtype
 GX_TYPES = {"string": "str", "int64": "int64", "float64": "float64", "datetime64[ns, UTC]": "Timestamp"}
@@ -159,14 +170,16 @@ def condition_expectations() -> list:
 
 
 EXPECTATIONS = {"manifest": manifest_expectations, "frame_checks": frame_check_expectations,
-                "groups": group_expectations, "conditions": condition_expectations}
+                "groups": group_expectations, "conditions": condition_expectations,
+                "generated_manifest": generated_manifest_expectations,
+                "generated_outputs": generated_output_expectations}
 
 
 def _placeholder_tables(folder: Path) -> None:
     import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
-    for table in TABLES:
+    for table in (*TABLES, *OUTPUT_TABLES):
         pd.DataFrame({"placeholder": [0]}).to_parquet(folder / f"{table}.parquet")
 
 
@@ -187,19 +200,20 @@ def build_project(root: Path) -> Path:
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         context.variables.save()
         source = context.data_sources.add_pandas_filesystem(DATASOURCE, base_directory=tables)
-        definitions = []
-        for table in TABLES:
-            asset = source.add_parquet_asset(table)
-            batch = asset.add_batch_definition_path(f"{table}_file", path=f"{table}.parquet")
-            suite = context.suites.add(gx.ExpectationSuite(
-                name=suite_name(table), expectations=EXPECTATIONS[table](),
-                meta={"generated_by": "argus_tasks.data.gx_project from argus_tasks.data.schema"}))
-            definitions.append(context.validation_definitions.add(
-                gx.ValidationDefinition(name=f"argus_{table}_validation", data=batch, suite=suite)))
-        context.checkpoints.add(gx.Checkpoint(
-            name=CHECKPOINT, validation_definitions=definitions,
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs", site_names=[DOCS_SITE])],
-            result_format={"result_format": "COMPLETE"}))
+        for checkpoint, checkpoint_tables in CHECKPOINTS.items():
+            definitions = []
+            for table in checkpoint_tables:
+                asset = source.add_parquet_asset(table)
+                batch = asset.add_batch_definition_path(f"{table}_file", path=f"{table}.parquet")
+                suite = context.suites.add(gx.ExpectationSuite(
+                    name=suite_name(table), expectations=EXPECTATIONS[table](),
+                    meta={"generated_by": "argus_tasks.data.gx_project from argus_tasks.data.schema"}))
+                definitions.append(context.validation_definitions.add(
+                    gx.ValidationDefinition(name=f"argus_{table}_validation", data=batch, suite=suite)))
+            context.checkpoints.add(gx.Checkpoint(
+                name=checkpoint, validation_definitions=definitions,
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs", site_names=[DOCS_SITE])],
+                result_format={"result_format": "COMPLETE"}))
     set_tables_dir(root / "great_expectations.yml", "tables")  # a placeholder: each run sets its own
     _edit_yml(root / "great_expectations.yml", lambda doc: doc.__setitem__("analytics_enabled", False))
     shutil.rmtree(root / "uncommitted", ignore_errors=True)

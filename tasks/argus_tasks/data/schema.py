@@ -67,3 +67,26 @@ CONDITION_MEAN_BRIGHTNESS: dict[str, tuple[float, float]] = {
     "night": (0.02, 0.35),
 }
 BRIGHTNESS_STD_RANGE = (0.02, 0.5)  # a frame with almost no contrast is blank or broken
+
+# ---- generated (output) datasets ------------------------------------------------------------------
+# What ``publish`` writes to an output dataset: the layout above (frames/labels per condition and
+# split, no depth), the manifest columns above plus the lineage of each frame. ``check-outputs``
+# validates exactly these columns (the GX suite ``argus_generated_manifest`` is generated from them).
+OUTPUT_CONDITIONS = tuple(c for c in CONDITIONS_ALL if c != "clear")  # what a generator makes
+OUTPUT_LINEAGE_COLUMNS: dict[str, tuple[str, str]] = {
+    "source_frame_id": ("string", "frame id of the clear source frame in the source dataset"),
+    "source_frame_sha256": ("string", "sha256 of the source frame PNG bytes"),
+    "source_revision": ("string", "source dataset revision as the run asked for it (tag, commit or latest)"),
+    "source_commit": ("string", "registry commit of the source dataset revision"),
+    "model_name": ("string", "registered generator model (argus-weather-<condition>)"),
+    "model_version": ("string", "registered version of the generator that made the frame"),
+    "seed": ("int64", "generation seed of the frame"),
+    "config_hash": ("string", "hash of the generation settings (strength, resolution, ...)"),
+    "label_fidelity": ("float64", "mIoU of the judge segmenter on the generated frame against the source labels"),
+}
+OUTPUT_MANIFEST_COLUMNS: dict[str, tuple[str, str]] = {**MANIFEST_COLUMNS, **OUTPUT_LINEAGE_COLUMNS}
+# Plausible mean absolute change of a generated frame from its source (RGB in [0, 1]): below, the
+# generator did nothing; above, it replaced the scene. The physics-based demo conditions change a
+# frame by 0.09..0.40 at 64 px.
+GENERATED_CHANGE_RANGE = (0.01, 0.6)
+GENERATED_BLANK_LUMA_STD = 0.01  # a generated frame with less luma contrast than this is blank
