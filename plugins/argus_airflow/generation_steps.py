@@ -85,7 +85,7 @@ GENERATION_REPORT = StepSpec(
     kind="report",
     memory="2Gi",
     timeout=timedelta(minutes=15),
-    arguments=(),
+    arguments=("--conditions", CONDITIONS_ARG, "--output-dataset", "{{ params.output_dataset }}"),
     doc="Counts, throughput, QA, sample grid and lowest-fidelity contact sheet; runs whatever happened upstream.",
 )
 
