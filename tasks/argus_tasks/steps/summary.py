@@ -47,10 +47,40 @@ def champion_versions() -> dict[str, str]:
         return {c: f"(MLflow unavailable: {exc})" for c in CONDITIONS}
 
 
+def generation_summary(run_store: RunStore, run_id: str, log_path: str) -> dict:
+    """What a generation run published: the revision, its frames and its QA, or why nothing was published."""
+    from argus_tasks.run_outcome import step_outcome
+
+    print(f"=== argus_weather_generation run {run_id} ===")
+    resolve, check, publish = (step_outcome(run_store, w) for w in ("resolve", "check-outputs", "publish"))
+    models = (resolve.result or {}).get("models", {})
+    print("models: " + (", ".join(f"{c} v{m.get('version')}" for c, m in models.items()) or "-"))
+    if check.status == "succeeded":
+        r = check.result
+        print(f"QA: {r.get('outcome')}: {r.get('accepted')} accepted, {r.get('flagged')} flagged of "
+              f"{r.get('n_outputs')} frames (Data Docs {r.get('data_docs')})")
+    else:
+        print(f"QA: {check.status}{': ' + check.error.splitlines()[0] if check.error else ''}")
+    if publish.status == "succeeded":
+        r = publish.result
+        again = " (already published: nothing changed)" if r.get("already_published") else ""
+        print(f"published: {r.get('output_dataset')} {r.get('revision')}, {r.get('n_frames')} frames{again}")
+        print(f"  get it: {r.get('how_to_pull')}")
+    else:
+        print(f"published: nothing ({publish.status}{': ' + publish.error.splitlines()[0] if publish.error else ''})")
+    if run_store.exists("generation-report/report.md"):
+        print(f"report: {run_store.url('generation-report/report.md')}")
+    if log_path:
+        print(f"Airflow log: {log_path}")
+    return {}
+
+
 def run(args, ctx: StepContext) -> dict:
     store = os.environ.get("ARGUS_STORE", DEFAULT_STORE)
     run_id = args.run_id or newest_run_id(store, args.dag_id)
     run_store = RunStore(store, args.dag_id, run_id)
+    if args.dag_id == "argus_weather_generation":
+        return generation_summary(run_store, run_id, args.log)
     conditions = [c for c in CONDITIONS if run_store.exists(f"train/{c}") or run_store.exists(f"evaluate/{c}")]
     outcomes = run_outcomes(run_store, conditions)
     champions = champion_versions()
