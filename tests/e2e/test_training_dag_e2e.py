@@ -99,7 +99,7 @@ def test_the_first_fog_model_clears_the_floors_and_becomes_champion(demo_run):
     assert any("beats identity" in r for r in decision["reasons"]), decision["reasons"]
     client = _client(home)
     champion = client.get_model_version_by_alias("argus-weather-fog", "champion")
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
     assert champion.tags["argus.decision"] == "promoted"
     assert not client.search_model_versions("name='argus-weather-rain'"), "a rain model was registered"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import UTC, datetime
 
 from .evidence import mlflow_runs, parse_time, read_json
@@ -92,7 +93,10 @@ def run_scenario(stack: ArgusStack, api) -> Scenario:
     s1 = sc.scheduled[first_scheduled]
     wait_until(lambda: _task_state(api, s1, "pull") == "success", 600, what=f"{s1} to pull its frames")
 
-    # 2. S3 down, then the backfill while the scheduled run is running
+    # 2. S3 down, then the backfill while the scheduled run is running. S1 pulled every frame up to its
+    # interval's end (cumulative window), the backfill's among them: the backfill runs as on a fresh
+    # worker, whose content cache is empty, so its pulls must reach S3.
+    shutil.rmtree(stack.home / "store" / "cache" / "objects", ignore_errors=True)
     stack.s3.down()
     down_at = datetime.now(UTC)
     assert api.run(DAG_ID, s1)["state"] == "running", "the scheduled run should still be running"
