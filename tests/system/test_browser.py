@@ -91,10 +91,20 @@ def ui_runs(stack, api, page, artifacts):
     def awaiting(run_id):
         return api.states(DAG_ID, run_id).get(f"approve[{CONDITION}]") == "awaiting_input"
 
+    def pause_reported(run_id):
+        # Airflow 3.3 marks the task failed when an answer re-queues it before the executor has reported
+        # the exit of the process that paused it ("finished with state success, but ... queued"): a person
+        # takes longer than that; a test must wait for it
+        key = f"task_id='approve', run_id='{run_id}', try_number=1"
+        text = (stack.logs / "scheduler.log").read_text(errors="replace")
+        return any("Received executor event" in line and key in line for line in text.splitlines())
+
     for run_id in (r1, r2):
         wait_until(lambda run_id=run_id: awaiting(run_id) or api.run(DAG_ID, run_id)["state"] == "failed",
                    RUN_TIMEOUT_S, interval_s=3, what=f"{run_id} to wait at approve")
         assert awaiting(run_id), f"{run_id} did not reach approve: {api.states(DAG_ID, run_id)}"
+        wait_until(lambda run_id=run_id: pause_reported(run_id), 120, interval_s=1,
+                   what=f"the executor to report the pause of {run_id}'s approve")
     waiting_since = time.time()
     respond_in_ui(page, stack.base_url, r1, "Approve", artifacts, "ui-approval-request.png")
     respond_in_ui(page, stack.base_url, r2, "Reject", artifacts, "ui-rejection.png")
