@@ -59,8 +59,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _checkpoint(stack: ArgusStack, run_id: str, step: int) -> Path:
-    return stack.run_dir(run_id) / "train" / FAULT_CONDITION / "checkpoints" / f"step-{step:08d}.pt"
+def _checkpoint(stack: ArgusStack, run_id: str, step: int) -> Path | None:
+    """The step's checkpoint, in the folder of train's reuse key (``checkpoints/<key>/``), once it exists."""
+    folder = stack.run_dir(run_id) / "train" / FAULT_CONDITION / "checkpoints"
+    found = sorted(folder.glob(f"*/step-{step:08d}.pt"))
+    return found[0] if found else None
 
 
 def trigger_on_interval(api, stack: ArgusStack, k: int, conf: dict, offset_min: int, note: str) -> str:
@@ -144,9 +147,9 @@ def fault_runs(stack, api, champion_run):
     f_run = trigger_on_interval(api, stack, 3, FAULT_CONF, 3, "fault run: kill, worker stop, file-size limit")
 
     # --- fault 1: kill the training process after its step-100 checkpoint
+    pids = wait_until(lambda: _checkpoint(stack, f_run, 100) and _train_procs(stack, f_run), RUN_TIMEOUT_S,
+                      interval_s=0.1, what="the fault run's step-100 checkpoint")
     ckpt100 = _checkpoint(stack, f_run, 100)
-    pids = wait_until(lambda: ckpt100.exists() and _train_procs(stack, f_run), RUN_TIMEOUT_S, interval_s=0.1,
-                      what="the fault run's step-100 checkpoint")
     killed_try = _try_of(pids)
     kill_pids(pids, signal.SIGKILL)
     log.add("killed", pids=pids, try_number=killed_try, ckpt100_sha=sha256(ckpt100))
