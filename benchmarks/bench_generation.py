@@ -54,7 +54,18 @@ def eager(size: int):
     return eager_runner(untrained_generator("fog", seed=0), seed=0)
 
 
-RUNNERS = {"eager": eager}  # name -> (frame size) -> runner; add "exported" with load_runner when it lands
+def exported(size: int):
+    """The same untrained generator exported to ONNX (what the DAG's generate runs), through load_runner."""
+    from argus_tasks.generation.eager import untrained_generator
+    from argus_tasks.models.export import export_onnx, load_runner
+
+    path = Path(tempfile.mkdtemp(prefix="argus-bench-onnx-")) / "generator.onnx"
+    export_onnx(untrained_generator("fog", seed=0), path)
+    runner = load_runner(str(path), device="cpu", threads=1)
+    return lambda frames: runner(frames, 0)
+
+
+RUNNERS = {"eager": eager, "exported": exported}  # name -> (frame size) -> runner
 
 
 def make_source(root: Path, size: int, n: int):
