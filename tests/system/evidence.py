@@ -72,7 +72,8 @@ def alias_version(stack: ArgusStack, model: str, alias: str) -> str | None:
 
 
 def model_files_complete(stack: ArgusStack, model: str, version: str) -> bool:
-    """The registered version is READY and its artifacts hold a complete MLflow model (MLmodel + weights)."""
+    """The registered version is READY and its artifacts hold a complete model: MLmodel, the state dict and the
+    module spec that rebuilds it (the safe-loading format of ``segmenter_registry``)."""
     import mlflow.artifacts
 
     client = stack.mlflow_client()
@@ -83,5 +84,8 @@ def model_files_complete(stack: ArgusStack, model: str, version: str) -> bool:
         path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=stack.mlflow_uri))
     except Exception:  # noqa: BLE001 - missing artifacts
         return False
-    weights = path / "data" / "model.pth"
-    return (path / "MLmodel").is_file() and weights.is_file() and weights.stat().st_size > 0
+    from argus_tasks.models.segmenter_registry import MODULE, WEIGHTS
+
+    weights = path / WEIGHTS
+    return (path / "MLmodel").is_file() and (path / MODULE).is_file() and weights.is_file() and \
+        weights.stat().st_size > 0
