@@ -120,6 +120,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL, Registry
     from argus_tasks.models.runtime import set_threads, single_thread
     from argus_tasks.models.segmenter_registry import load_version, pinned_segmenter
+    from argus_tasks.steps.train import log_params_once
     from argus_tasks.tracking import step_run
 
     c, out = args.condition, f"evaluate/{args.condition}"
@@ -248,7 +249,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     local = ctx.run.publish(out)
 
     with step_run(ctx, "evaluate", c) as mrun:
-        mlflow.log_params({"condition": c, "seed": args.seed, "n_source": len(source_rows), "n_real": len(real_rows),
+        # a rerun reopens this MLflow run, maybe against another champion: MLflow params are immutable
+        log_params_once(mrun, {"condition": c, "seed": args.seed, "n_source": len(source_rows), "n_real": len(real_rows),
                            "segmenter_version": pinned["version"], "challenger_version": trained["model_version"],
                            "champion_version": metrics_doc["champion_version"] or "none",
                            "eval_frames_sha256": eval_sha, "dataset_revision": revision, "device": str(device)})
