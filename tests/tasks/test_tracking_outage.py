@@ -71,6 +71,11 @@ def test_the_cli_turns_an_outage_inside_a_step_into_exit_75_and_records_it(monke
                        "ARGUS_DAG_ID": "d", "ARGUS_RUN_ID": "r",
                        "ARGUS_XCOM_RETURN": str(tmp_path / "return.json")}.items():
         monkeypatch.setenv(key, value)
+    # in a step process the env is the tracking URI; in this test process an earlier test may have set one
+    # with mlflow.set_tracking_uri, which would win over the env: start from the env, as a step does
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
     assert cli.main(["outage"]) == EXIT_TRANSIENT
     failure = json.loads((tmp_path / "store" / "runs" / "d" / "r" / "outage" / "failure.json").read_text())
     assert failure["exit_code"] == EXIT_TRANSIENT and failure["error"] == "TransientStepError"
