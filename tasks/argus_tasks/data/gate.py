@@ -116,27 +116,35 @@ def _failure(suite: str, r, table) -> Failure:
         examples=[str(x) for x in (res.get("partial_unexpected_list") or [])[:5]], observed=observed)
 
 
-def run_gate(tables: dict, workdir: Path, *, min_frames: int, run_name: str) -> GateResult:
-    """Validate ``tables`` (name -> DataFrame, the four of :data:`gx_project.TABLES`) under ``workdir``."""
+def run_checkpoint(tables: dict, names, workdir: Path, checkpoint: str, params: dict, run_name: str):
+    """Write ``tables[names]`` as Parquet under ``workdir``, run ``checkpoint`` of a run copy of the GX
+    project over them; (GX's checkpoint result, the run copy's folder). Shared by the input and output gates."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # before the import: it logs while loading
     from great_expectations.core.run_identifier import RunIdentifier
 
     import great_expectations as gx
 
-    started = time.time()
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     workdir = Path(workdir)
     table_dir = workdir / "tables"
     shutil.rmtree(table_dir, ignore_errors=True)
     table_dir.mkdir(parents=True)
-    for name in gp.TABLES:
+    for name in names:
         tables[name].to_parquet(table_dir / f"{name}.parquet", index=False)
     root = gp.gx_root()
     project = gp.run_copy(root, workdir / "gx", table_dir)
-    log.info("validating with the GX project %s (run copy %s)", root, project)
+    log.info("running GX checkpoint %s of %s (run copy %s)", checkpoint, root, project)
     context = gx.get_context(mode="file", context_root_dir=str(project))
-    checkpoint = context.checkpoints.get(gp.CHECKPOINT)
-    result = checkpoint.run(expectation_parameters={gp.MIN_FRAMES_PARAM: int(min_frames)},
-                            run_id=RunIdentifier(run_name=run_name))
+    result = context.checkpoints.get(checkpoint).run(expectation_parameters=params,
+                                                     run_id=RunIdentifier(run_name=run_name))
+    return result, project
+
+
+def run_gate(tables: dict, workdir: Path, *, min_frames: int, run_name: str) -> GateResult:
+    """Validate ``tables`` (name -> DataFrame, the four of :data:`gx_project.TABLES`) under ``workdir``."""
+    started = time.time()
+    workdir = Path(workdir)
+    result, project = run_checkpoint(tables, gp.TABLES, workdir, gp.CHECKPOINT, {gp.MIN_FRAMES_PARAM: int(min_frames)},
+                            run_name)
     dataset_failures, frame_failures, bad_rows = [], [], {}
     frame_checks = tables["frame_checks"]
     stats = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from argus_tasks.data import gx_outputs as go
 from argus_tasks.data import gx_project as gp
-from argus_tasks.data.gate import GateResult, _failure
+from argus_tasks.data.gate import GateResult, _failure, run_checkpoint
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -45,24 +45,9 @@ def run_output_gate(tables: dict, manifest_rows: list[int], workdir: Path, *, pa
     ``manifest_rows[i]`` is the ``generated_outputs`` row of row ``i`` of ``generated_manifest``;
     ``GateResult.bad_rows`` is keyed by ``generated_outputs`` rows.
     """
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # before the import: it logs while loading
-    from great_expectations.core.run_identifier import RunIdentifier
-
-    import great_expectations as gx
-
     started = time.time()
     workdir = Path(workdir)
-    table_dir = workdir / "tables"
-    shutil.rmtree(table_dir, ignore_errors=True)
-    table_dir.mkdir(parents=True)
-    for name in go.OUTPUT_TABLES:
-        tables[name].to_parquet(table_dir / f"{name}.parquet", index=False)
-    root = gp.gx_root()
-    project = gp.run_copy(root, workdir / "gx", table_dir)
-    log.info("checking generated outputs with the GX project %s (run copy %s)", root, project)
-    context = gx.get_context(mode="file", context_root_dir=str(project))
-    result = context.checkpoints.get(go.OUTPUT_CHECKPOINT).run(
-        expectation_parameters=params, run_id=RunIdentifier(run_name=run_name))
+    result, project = run_checkpoint(tables, go.OUTPUT_TABLES, workdir, go.OUTPUT_CHECKPOINT, params, run_name)
     checks = tables["generated_outputs"]
     dataset_failures, frame_failures, bad_rows, stats = [], [], {}, {}
     for vr in result.run_results.values():
