@@ -45,16 +45,10 @@ OUTPUT_CHECKS: dict[str, str] = {
 
 def generated_manifest_expectations() -> list:
     import great_expectations.expectations as gxe
-    from argus_tasks.data.gx_project import GX_TYPES, _meta
+    from argus_tasks.data.gx_project import _meta, column_expectations
 
-    exps = [gxe.ExpectTableColumnsToMatchSet(
-        column_set=list(OUTPUT_MANIFEST_COLUMNS), exact_match=True,
-        meta=_meta("dataset", "generated manifest columns differ from schema.OUTPUT_MANIFEST_COLUMNS"))]
-    for name, (dtype, _) in OUTPUT_MANIFEST_COLUMNS.items():
-        exps.append(gxe.ExpectColumnValuesToBeOfType(
-            column=name, type_=GX_TYPES[dtype], meta=_meta("dataset", f"column {name} is not of type {dtype}")))
-    for name in OUTPUT_MANIFEST_COLUMNS:
-        exps.append(gxe.ExpectColumnValuesToNotBeNull(column=name, meta=_meta("frame", f"{name} is null")))
+    exps = column_expectations(OUTPUT_MANIFEST_COLUMNS,
+                               "generated manifest columns differ from schema.OUTPUT_MANIFEST_COLUMNS")
     exps += [
         gxe.ExpectColumnValuesToBeInSet(column="condition", value_set=list(OUTPUT_CONDITIONS),
                                         meta=_meta("frame", "condition is not one a generator makes")),

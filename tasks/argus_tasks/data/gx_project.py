@@ -91,18 +91,25 @@ def _meta(level: str, reason: str) -> dict:
     return {"level": level, "reason": reason}
 
 
+
+def column_expectations(columns: dict, mismatch: str) -> list:
+    """Exactly ``columns`` (schema name -> (dtype, doc)), each of its dtype and never null."""
+    import great_expectations.expectations as gxe
+
+    exps = [gxe.ExpectTableColumnsToMatchSet(column_set=list(columns), exact_match=True,
+                                             meta=_meta("dataset", mismatch))]
+    for name, (dtype, _) in columns.items():
+        exps.append(gxe.ExpectColumnValuesToBeOfType(
+            column=name, type_=GX_TYPES[dtype], meta=_meta("dataset", f"column {name} is not of type {dtype}")))
+    for name in columns:
+        exps.append(gxe.ExpectColumnValuesToNotBeNull(column=name, meta=_meta("frame", f"{name} is null")))
+    return exps
+
 def manifest_expectations() -> list:
     import great_expectations.expectations as gxe
 
-    exps = [gxe.ExpectTableColumnsToMatchSet(
-        column_set=list(MANIFEST_COLUMNS), exact_match=True,
-        meta=_meta("dataset", "manifest columns differ from schema.MANIFEST_COLUMNS"))]
-    exps.append(gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=_meta("dataset", "manifest is empty")))
-    for name, (dtype, _) in MANIFEST_COLUMNS.items():
-        exps.append(gxe.ExpectColumnValuesToBeOfType(
-            column=name, type_=GX_TYPES[dtype], meta=_meta("dataset", f"column {name} is not of type {dtype}")))
-    for name in MANIFEST_COLUMNS:
-        exps.append(gxe.ExpectColumnValuesToNotBeNull(column=name, meta=_meta("frame", f"{name} is null")))
+    exps = column_expectations(MANIFEST_COLUMNS, "manifest columns differ from schema.MANIFEST_COLUMNS")
+    exps.insert(1, gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=_meta("dataset", "manifest is empty")))
     exps += [
         gxe.ExpectColumnValuesToBeInSet(column="condition", value_set=list(CONDITIONS_ALL),
                                         meta=_meta("frame", "unknown condition")),
