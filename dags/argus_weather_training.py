@@ -11,7 +11,7 @@ from argus_airflow.approval import ConditionalApprovalOperator
 from argus_airflow.factory import MAP_INDEX_TEMPLATE, heavy_step
 from argus_airflow.run_timeout import APPROVAL_WINDOW, dagrun_timeout
 from argus_airflow.training_params import training_params
-from argus_airflow.training_steps import EVALUATE, GROUP_ID, PROMOTE, PULL, REPORT, SEGMENTER, TRAIN, VALIDATE
+from argus_airflow.training_steps import BUDGET, EVALUATE, GROUP_ID, PROMOTE, PULL, REPORT, SEGMENTER, TRAIN, VALIDATE
 
 SETTINGS = settings.load()
 
@@ -72,6 +72,7 @@ with DAG(
     pull = heavy_step(PULL, settings=SETTINGS)
     validate = heavy_step(VALIDATE, settings=SETTINGS)
     segmenter = heavy_step(SEGMENTER, settings=SETTINGS)
+    budget = heavy_step(BUDGET, settings=SETTINGS)  # the GPU-hour budget gate, before any GPU step
     report = heavy_step(REPORT, settings=SETTINGS, trigger_rule=TriggerRule.ALL_DONE)
     outcome = run_outcome()
 
@@ -85,9 +86,11 @@ with DAG(
                                               response_timeout=APPROVAL_WINDOW)
         promote = heavy_step(PROMOTE, settings=SETTINGS, condition=condition)
         validate >> train >> evaluate >> approve >> promote >> report
+        budget >> train
         segmenter >> evaluate
         [train, evaluate, approve, promote] >> outcome
 
     pull >> validate >> segmenter
+    budget >> segmenter
     per_condition.expand(condition=select_conditions())
-    [pull, validate, segmenter, report] >> outcome
+    [pull, validate, budget, segmenter, report] >> outcome

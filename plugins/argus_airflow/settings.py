@@ -61,6 +61,7 @@ class Settings:
     git_commit: str = ""  # commit of this Airflow deployment's DAGs and plugins (baked into its image)
     teams: teams_mod.TeamPlan = field(default_factory=teams_mod.TeamPlan)  # default team, GPU quotas, their pools
     kueue_queue: str = "{team}-gpu"  # Kueue LocalQueue of a GPU pod (label kueue.x-k8s.io/queue-name); "" = none
+    gpu_hour_price: str = ""  # price of one GPU-hour (the steps' cost estimate); "" = no cost figure
 
     @property
     def kubernetes(self) -> bool:
@@ -105,7 +106,19 @@ def load() -> Settings:
         git_commit=_commit("ARGUS_GIT_COMMIT"),
         teams=teams_mod.load_plan(),
         kueue_queue=_kueue_queue(),
+        gpu_hour_price=_price("ARGUS_GPU_HOUR_PRICE"),
     )
+
+
+def _price(name: str) -> str:
+    raw = _env(name, "").strip()
+    try:
+        ok = not raw or float(raw) >= 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}={raw!r} must be a price per GPU-hour >= 0 (e.g. 2.5), or unset for no cost figure")
+    return raw
 
 
 def _kueue_queue() -> str:

@@ -147,6 +147,10 @@ def contract_env(settings: Settings, spec: StepSpec) -> dict[str, str]:
         env["ARGUS_DVC_REMOTE"] = settings.dvc_remote
     # the CPUs the step may use (its request), whatever the node has: threads and workers are bounded by it
     env["ARGUS_CPU_REQUEST"] = spec.cpu
+    # the GPU pool slots it holds and their price: its GPU-seconds and cost estimate (argus_tasks.cost)
+    env["ARGUS_GPU_SLOTS"] = str(spec.pool_slots if spec.gpus else 0)
+    if settings.gpu_hour_price:
+        env["ARGUS_GPU_HOUR_PRICE"] = settings.gpu_hour_price
     if settings.image_digest:
         env["ARGUS_IMAGE_DIGEST"] = settings.image_digest
     if settings.git_commit:  # the DAG code's commit; the step's own code commit is ARGUS_GIT_COMMIT

@@ -112,6 +112,15 @@ def _params(default_model_config: str) -> dict[str, Param]:
             minimum=10,
             maximum=200000,
         ),
+        "max_gpu_hours": Param(
+            None,
+            type=["null", "number"],
+            title="GPU-hour budget",
+            description="Largest estimated GPU-hours of this run (GPU pool slots x duration of its GPU steps, "
+            "estimated from past runs of the same steps in MLflow). Over it, the run stops before any step takes "
+            "a GPU; with no history it runs and says so. Leave empty for no budget.",
+            minimum=0,
+        ),
         "require_approval": Param(
             False,
             type="boolean",

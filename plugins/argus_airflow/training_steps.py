@@ -39,6 +39,22 @@ VALIDATE = StepSpec(
     doc="Great Expectations gate: bad data never reaches training.",
 )
 
+BUDGET = StepSpec(
+    name="budget",
+    kind="data",
+    memory="1Gi",
+    timeout=timedelta(minutes=15),
+    arguments=(
+        "--conditions", "{{ params.conditions | join(',') }}",
+        "--model-config", "{{ params.model_config }}",
+        "--steps", "{{ params.train_steps or 0 }}",
+        "--max-gpu-hours", "{{ '' if params.max_gpu_hours is none else params.max_gpu_hours }}",
+        "--retrain-segmenter", "{{ 'true' if params.retrain_segmenter else 'false' }}",
+    ),
+    doc="GPU-hour budget gate (Param max_gpu_hours): estimates the run's GPU time from past runs in MLflow and "
+        "stops the run, before any GPU is taken, when the estimate is over budget.",
+)
+
 SEGMENTER = StepSpec(
     name="segmenter",
     kind="evaluation",
@@ -102,4 +118,4 @@ REPORT = StepSpec(
     doc="Summary table and links of the run, as a Markdown artifact; runs whatever happened upstream.",
 )
 
-HEAVY_STEPS = (PULL, VALIDATE, SEGMENTER, TRAIN, EVALUATE, PROMOTE, REPORT)
+HEAVY_STEPS = (PULL, VALIDATE, BUDGET, SEGMENTER, TRAIN, EVALUATE, PROMOTE, REPORT)

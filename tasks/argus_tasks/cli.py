@@ -27,6 +27,7 @@ import time
 import traceback
 from pathlib import Path
 
+from argus_tasks import cost
 from argus_tasks.contract import EXIT_OK, StepContext, StepError
 from argus_tasks.store import atomic_write_bytes
 from argus_tasks.tracking import outage_error
@@ -35,6 +36,7 @@ from argus_tasks.tracking import outage_error
 COMMANDS: dict[str, tuple[str, bool]] = {
     "pull": ("argus_tasks.steps.pull", True),
     "validate": ("argus_tasks.steps.validate", True),
+    "budget": ("argus_tasks.steps.budget", True),
     "segmenter": ("argus_tasks.steps.segmenter", True),
     "train": ("argus_tasks.steps.train", True),
     "evaluate": ("argus_tasks.steps.evaluate", True),
@@ -152,14 +154,21 @@ def main(argv: list[str] | None = None) -> int:
         log.error("step %s failed (%s): %s", where, type(exc).__name__, exc)
         if is_step:
             _record_failure(ctx, where, exc, exc.exit_code)
+            cost.record(ctx, where, name, getattr(args, "condition", None), started, "failed")
         return exc.exit_code
-    except Exception as exc:
+    except BaseException as exc:  # a crash, or SIGTERM (SystemExit 143): the GPU was held all the same
+        if is_step:
+            cost.record(ctx, where, name, getattr(args, "condition", None), started, "interrupted"
+                        if isinstance(exc, (SystemExit, KeyboardInterrupt)) else "crashed")
+        if not isinstance(exc, Exception):
+            raise
         log.error("step %s crashed:\n%s", where, traceback.format_exc())
         if is_step:
             _record_failure(ctx, where, exc, 1)
         return 1
     if is_step:
         result.setdefault("step", where)
+        result.update(cost.record(ctx, where, name, getattr(args, "condition", None), started, "succeeded"))
         result["duration_s"] = round(time.time() - started, 3)
         ctx.run.write_json(f"{where}/result.json", result)
         write_return(ctx.return_file, result)

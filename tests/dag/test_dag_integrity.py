@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 DAG_ID = "argus_weather_training"
-HEAVY = {"pull", "validate", "segmenter", "train", "evaluate", "promote", "report"}
+HEAVY = {"pull", "validate", "budget", "segmenter", "train", "evaluate", "promote", "report"}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,7 @@ def test_tasks_and_edges(dag):
     assert set(edges) == HEAVY | {"select_conditions", "approve", "run_outcome"}
     assert edges["pull"] == {"validate", "run_outcome"}
     assert edges["validate"] == {"segmenter", "train", "run_outcome"}
+    assert edges["budget"] == {"segmenter", "train", "run_outcome"}, "the budget gate precedes every GPU step"
     assert edges["select_conditions"] == set(PER_CONDITION), "the group is expanded over select_conditions"
     assert edges["train"] == {"evaluate", "run_outcome"}
     assert edges["segmenter"] == {"evaluate", "run_outcome"}

@@ -89,6 +89,10 @@ def run(args, ctx: StepContext) -> dict:
     outcomes = run_outcomes(ctx.run, conditions)
     rows = [condition_row(c, outcomes) for c in conditions]
     markdown = render_markdown(ctx, outcomes, rows)
+    from argus_tasks import cost_report
+
+    cost_lines, cost_totals = cost_report.markdown(ctx.run, conditions)
+    markdown += "\n".join(cost_lines) + "\n"
     url = ctx.run.write_text("report/report.md", markdown)
     log.info("run report (%s):\n%s", url, markdown)
     try:
@@ -98,9 +102,10 @@ def run(args, ctx: StepContext) -> dict:
 
         with step_run(ctx, "report"):
             mlflow.log_text(markdown, "report.md")
+            mlflow.log_metrics({k: v for k, v in cost_totals.items() if k.startswith("run_") and v is not None})
     except Exception as exc:  # the report must not be lost because MLflow is down
         log.warning("could not log the report to MLflow (%s); it is in %s", exc, url)
     failed = [w for w, o in outcomes.items() if o.status == "failed"]
     if failed:
         log.warning("steps that failed in this run: %s. First cause: %s", ", ".join(failed), first_cause(outcomes))
-    return {"report": url, "rows": rows, "failed_steps": failed}
+    return {"report": url, "rows": rows, "failed_steps": failed, "cost": cost_totals}

@@ -110,6 +110,12 @@ def run(args, ctx: StepContext) -> dict:
     for c in conditions:
         r = condition_row(c, outcomes)
         print(f"  {c}: {r['decision']} — {r['reasons'] or '-'}")
+    from argus_tasks.cost_report import run_cost
+
+    totals = run_cost(run_store, conditions)[1]
+    price = totals["gpu_hour_price"]
+    print(f"\nGPU time: {totals['run_gpu_seconds']:.1f} GPU-seconds ({totals['run_gpu_hours']:.4f} GPU-hours)"
+          + (f", estimated cost {totals['run_gpu_cost']:.4f} at {price:g}/GPU-hour" if price is not None else ""))
     if run_store.exists("report/report.md"):
         print(f"\nreport: {run_store.url('report/report.md')}")
     if args.log:
