@@ -4,8 +4,9 @@ Applies this run's ``rollback-check/<C>/result.json`` (the target and the champi
 against). Under the model's registry lock, the lock every promotion takes too (and the local
 ``flock`` fast path), it:
 
-* moves nothing and says so when the target is champion already (``registry_outcome:
-  already_champion``, ``already_applied: true``): a re-run of the rollback, or a restore made since;
+* moves nothing and says so when this run's rollback was applied already (a re-run: its earlier
+  result with ``already_applied: true``) or the target is champion already (``registry_outcome:
+  already_champion``); neither emits an event;
 * refuses (exit 10, an audit entry ``refused``) when the champion is no longer the one the check and
   the person saw: a promotion or another rollback came in between, so trigger a new rollback;
 * otherwise moves ``champion`` as an audited move (:mod:`argus_tasks.models.audit_trail`): intent,
@@ -26,6 +27,7 @@ from argus_tasks.contract import CONDITIONS, PermanentStepError, StepContext, Tr
 
 HELP = "move the champion alias back to the version rollback-check passed (serialised with promotions, audited)"
 log = logging.getLogger("argus.rollback")
+FINAL = ("moved", "already_champion")  # outcomes a rerun of the same run returns instead of deciding again
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,6 +69,13 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                                  "run, so nothing may move")
     check = ctx.run.read_json(where)
     name, target, expected = check["model_name"], str(check["target_version"]), check.get("champion_at_check")
+    if ctx.run.exists(f"{out}/decision.json"):  # this run's rollback was applied: a rerun moves nothing again
+        earlier = ctx.run.read_json(f"{out}/decision.json")
+        if earlier.get("target_version") == target and earlier.get("registry_outcome") in FINAL:
+            log.info("rollback of %s to v%s already applied by this run (%s): nothing moves", name, target,
+                     earlier.get("note"))
+            return {**earlier, "already_applied": True,
+                    "note": f"already applied: {earlier.get('note')}; nothing moved again"}
     approval = parse_approval(args.approval)
     go, reasons, approval_state = apply_approval(True, [check["reason"]], approval)
     registry = Registry()
