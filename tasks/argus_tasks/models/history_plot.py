@@ -17,8 +17,8 @@ STYLE = {"champion": ("tab:blue", "o", "champion"), "challenger": ("tab:orange",
          "rollback_target": ("tab:green", "D", "rollback target (re-checked)")}
 MOVES = {"promotion": ("tab:green", "-", "promotion"), "rollback": ("tab:red", "--", "rollback"),
          "judge": ("tab:green", "-", "judge change"), "observed": ("0.5", ":", "moved outside Argus")}
-PANELS = (("kid", "KID (lower is better)"), ("classwise_gap", "class-wise gap (lower is better)"),
-          ("label_preservation", "label fidelity (higher is better)"))
+PANELS = (("kid", "KID\n(lower is better)"), ("classwise_gap", "class-wise gap\n(lower is better)"),
+          ("label_preservation", "label fidelity\n(higher is better)"))
 
 
 def _time(text) -> datetime | None:
@@ -37,6 +37,9 @@ def render(model: str, condition: str, points: list[dict], entries: list[dict], 
 
     fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True, dpi=100)
     times = []
+    stamps = [t for t in (_time(p.get("at")) for p in points) if t is not None]
+    span = (max(stamps) - min(stamps)) if len(stamps) > 1 else timedelta(hours=6)
+    dodge = {"champion": -span * 0.012, "challenger": span * 0.012}  # one run's two models side by side
     for ax, (metric, label) in zip(axes, PANELS, strict=True):
         seen_roles = set()
         champ_line = []
@@ -51,15 +54,16 @@ def render(model: str, condition: str, points: list[dict], entries: list[dict], 
                 if y is None:
                     continue
                 color, marker, name = STYLE.get(m.get("role"), ("k", "x", m.get("role")))
+                t_m = t + dodge.get(m.get("role"), timedelta(0))
                 lo, hi = iv.get("lo"), iv.get("hi")
                 err = [[y - lo], [hi - y]] if lo is not None and hi is not None else None
-                ax.errorbar([t], [y], yerr=err, fmt=marker, color=color, capsize=3, ms=6,
+                ax.errorbar([t_m], [y], yerr=err, fmt=marker, color=color, capsize=3, ms=6,
                             label=None if m.get("role") in seen_roles else name)
                 seen_roles.add(m.get("role"))
-                ax.annotate(f"v{m.get('version')}", (t, y), textcoords="offset points", xytext=(5, 4), fontsize=7,
-                            color=color)
+                ax.annotate(f"v{m.get('version')}", (t_m, y), textcoords="offset points",
+                            xytext=(-14 if m.get("role") == "champion" else 5, 4), fontsize=7, color=color)
                 if m.get("role") == "champion":
-                    champ_line.append((t, y))
+                    champ_line.append((t_m, y))
         if champ_line:
             ax.plot(*zip(*champ_line, strict=True), color="tab:blue", lw=0.8, alpha=0.6)
         ax.set_ylabel(label, fontsize=9)
@@ -76,18 +80,24 @@ def render(model: str, condition: str, points: list[dict], entries: list[dict], 
             ax.axvline(t, color=color, ls=style, lw=1.2, alpha=0.8, label=None if name in drawn else name)
             drawn.add(name)
         arrow = "\u21a9" if e.get("kind") == "rollback" else "\u2191"
-        axes[0].annotate(f"{arrow} v{e.get('from')}\u2192v{e.get('to')}", (t, 1.0), xycoords=("data", "axes fraction"),
-                         xytext=(3, -12), textcoords="offset points", fontsize=7, color=color, rotation=90,
-                         va="top")
-    judge_prev = None
+        start = f"v{e['from']}" if e.get("from") else "new"
+        axes[0].annotate(f"{arrow} {start}\u2192v{e.get('to')}", (t, 1.0), xycoords=("data", "axes fraction"),
+                         xytext=(0, 3), textcoords="offset points", fontsize=7, color=color, rotation=90,
+                         ha="center", va="bottom")
+    judge_prev, t_prev = None, None
     for p in points:
         judge = (p.get("judge") or {}).get("version")
         t = _time(p.get("at"))
         if judge_prev is not None and judge is not None and judge != judge_prev and t is not None:
+            where = t_prev + (t - t_prev) / 2 if t_prev is not None else t  # between the last old and first new
             for ax in axes:
-                ax.axvline(t, color="tab:purple", ls=":", lw=1, label=None if "judge" in drawn else "new judge")
+                ax.axvline(where, color="tab:purple", ls=":", lw=1.5,
+                           label=None if "judge" in drawn else "new judge (not comparable across)")
                 drawn.add("judge")
-        judge_prev = judge if judge is not None else judge_prev
+            axes[-1].annotate(f"judge v{judge}", (where, 0.0), xycoords=("data", "axes fraction"), xytext=(3, 3),
+                              textcoords="offset points", fontsize=7, color="tab:purple")
+        if judge is not None:
+            judge_prev, t_prev = judge, t
     if times:
         lo, hi = min(times), max(times)
         pad = max((hi - lo) * 0.05, timedelta(minutes=30))
@@ -109,8 +119,8 @@ def render(model: str, condition: str, points: list[dict], entries: list[dict], 
     fig.suptitle(f"{model} ({condition}): champion history, champion now "
                  f"{'v' + current if current else 'none'}; {n_pr} promotion(s), {n_rb} rollback(s)\n"
                  "bars: 95% interval, cluster bootstrap over drives; values judged by different judges are not "
-                 "comparable", fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.93))
+                 "comparable", fontsize=10, y=0.995)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.91))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

@@ -53,10 +53,22 @@ def record_history(ctx, registry, condition: str, doc: dict, records: dict, real
             "registry_outcome": result.get("registry_outcome"), "promoted": result.get("promoted")})
         png, _ = refresh(registry, ctx.store_root, result["model_name"], condition)
         plot = ctx.run.write_bytes(f"promote/{condition}/champion_history.png", png)
-        return {"history_plot": plot, "history_point": point}
+        return {"history_plot": plot, "history_point": point, "audit_tail": audit_tail(registry, ctx, result)}
     except Exception as exc:  # noqa: BLE001 - the decision is applied; a missing plot must not undo that
         log.warning("could not update the champion history of %s: %s", condition, exc, exc_info=True)
         return {"history_error": f"{type(exc).__name__}: {exc}"}
+
+
+def audit_tail(registry, ctx, result: dict, n: int = 3) -> list[str]:
+    """The last ``n`` audit entries of the model, one line each (for the run report)."""
+    from argus_tasks.models.audit_log import AuditLog
+    from argus_tasks.models.audit_trail import describe_who
+
+    lines = []
+    for e in AuditLog(registry, ctx.store_root, result["model_name"]).entries()[-n:]:
+        lines.append(f"#{e.get('seq')} {e.get('when')} {e.get('kind')} {e.get('state')} v{e.get('from')} -> "
+                     f"v{e.get('to')} by {describe_who(e.get('who'))}")
+    return lines
 
 
 def log_history(ctx, rel: str, artifact_path: str) -> None:
