@@ -49,9 +49,12 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "check-outputs": ("argus_tasks.steps.check_outputs", True),
     "publish": ("argus_tasks.steps.publish", True),
     "generation-report": ("argus_tasks.steps.generation_report", True),
+    "rollback-check": ("argus_tasks.steps.rollback_check", True),
+    "rollback": ("argus_tasks.steps.rollback", True),
     "dataset": ("argus_tasks.steps.dataset", False),
     "summary": ("argus_tasks.steps.summary", False),
     "champions": ("argus_tasks.steps.champions", False),
+    "audit": ("argus_tasks.steps.audit", False),
 }
 
 log = logging.getLogger("argus")

@@ -121,7 +121,7 @@ def test_only_the_real_champion_move_emits_an_asset_event(demo_run):
     home, _, _ = demo_run
     db = sqlite3.connect(home / "airflow" / "airflow.db")
     rows = db.execute("SELECT a.uri, e.source_task_id, e.source_map_index, e.extra FROM asset_event e "
-                      "JOIN asset a ON a.id = e.asset_id").fetchall()
+                      "JOIN asset a ON a.id = e.asset_id WHERE e.source_dag_id = ?", (DAG_ID,)).fetchall()
     assert [(uri, task, index) for uri, task, index, _ in rows] == [("argus://champion/fog", "promote", 0)], rows
     extra = json.loads(rows[0][3])
     assert (extra["champion_version"], extra["previous_champion"]) == ("1", None), extra

@@ -242,17 +242,21 @@ class Registry:
         return "moved", f"{where} moved v{previous} -> v{version}"
 
     def apply_promotion(self, name: str, challenger_version: str, expected_champion: str | None,
-                        promote: bool, tags: dict, holder: str = "") -> dict:
+                        promote: bool, tags: dict, holder: str = "", audit=None) -> dict:
         """Move ``champion`` to the challenger when ``promote`` (compare-and-set), tag it either way.
 
         Holds the model's registry lock. Returns ``{"outcome", "applied", "already_applied",
         "previous_champion", "champion_version", "note"}``; ``outcome`` is ``moved``,
         ``already_champion``, ``not_promoted`` (tags written, nothing moved), ``stale`` (the champion
         is not the one evaluate compared with: nothing moved) or ``conflict`` (see :meth:`move_alias`).
+        ``audit`` (an :class:`~argus_tasks.models.audit_trail.AuditTrail`) records the move, or the
+        refusal of a stale one, in the audit log.
         """
         chal = str(challenger_version)
         expected = str(expected_champion) if expected_champion is not None else None
         with self.exclusive(name, holder) as held:
+            if audit is not None:  # first: an earlier writer's interrupted move is recorded before anything else
+                audit.reconcile(self, name, CHAMPION)
             current = self.alias(name, CHAMPION)
             current_v = str(current.version) if current is not None else None
             out = {"outcome": "", "applied": False, "already_applied": False, "previous_champion": current_v,
@@ -269,6 +273,8 @@ class Registry:
                     "not promoting on a stale comparison; re-run evaluate for this condition (then promote decides "
                     "again)"))
                 self.set_tags(name, chal, {**tags, "argus.decision": "stale"})
+                if audit is not None:
+                    audit.refused(self, name, CHAMPION, chal, current_v, "stale", out["note"], held)
                 return out
             tags = {**tags, "argus.previous_champion": current_v or "none"}
             if not promote:
@@ -276,7 +282,8 @@ class Registry:
                 out.update(outcome="not_promoted", note=f"{name}@champion stays at v{current_v}" if current_v
                            else f"{name} has no champion yet, and this challenger does not become one")
                 return out
-            outcome, note = self.move_alias(name, CHAMPION, chal, current_v, held)
+            mover = audit.move if audit is not None else (lambda _r, *a: self.move_alias(*a))
+            outcome, note = mover(self, name, CHAMPION, chal, current_v, held)
             now = self.alias(name, CHAMPION)
             out.update(outcome=outcome, note=note, applied=outcome == "moved",
                        champion_version=str(now.version) if now is not None else None)

@@ -188,6 +188,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     import mlflow
 
     from argus_tasks.models.decision import Policy, decide
+    from argus_tasks.models.promotion_audit import log_history, promotion_trail, record_history
     from argus_tasks.models.registry_adapter import Registry, promotion_lock, weather_model_name
     from argus_tasks.models.registry_lock import holder_label
     from argus_tasks.models.runtime import cpu_threads, limit_blas_threads
@@ -235,7 +236,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     # the flock is only a fast path between runs of one store; the registry lock is what excludes
     with promotion_lock(ctx.store_root, name):
         applied = registry.apply_promotion(name, chal_v, expected_champion, promote, tags,
-                                           holder=holder_label(f"{ctx.dag_id}/{ctx.run_id} promote {c}"))
+                                           holder=holder_label(f"{ctx.dag_id}/{ctx.run_id} promote {c}"),
+                                           audit=promotion_trail(ctx, c, approval, reasons))
     if promote and not (applied["applied"] or applied["already_applied"]):
         promote = False
         reasons.append(applied["note"])
@@ -259,7 +261,9 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                     if champ_m else None},
         "comparisons": decision.comparisons,
     }
+    result.update(record_history(ctx, registry, c, doc, records, real_conf, result))  # audit log + history plot
     with step_run(ctx, "promote", c) as mrun:
+        log_history(ctx, f"{out}/champion_history.png", f"promote_{c}")
         params = {"condition": c, "margin": policy.margin, "kid_tolerance": policy.kid_tolerance,
                   "require_beat_reference": policy.require_beat_reference}
         logged = mrun.data.params  # a rerun reopens the run: MLflow refuses to change a param, so changes are tags

@@ -51,6 +51,7 @@ def condition_row(condition: str, outcomes) -> dict:
         "kid": metrics.get("kid"),
         "label_preservation": metrics.get("label_preservation"),
         "mlflow_run_id": train.result.get("mlflow_run_id") if train.result else None,
+        "history_plot": decision.get("history_plot"), "audit_tail": decision.get("audit_tail") or [],
     }
 
 
@@ -80,6 +81,10 @@ def render_markdown(ctx: StepContext, outcomes, rows: list[dict]) -> str:
     lines += ["", "## Why"]
     for r in rows:
         lines.append(f"- **{r['condition']}**: {r['reasons'] or '-'}")
+    lines += ["", "## Champion history and audit log (`argus-task audit --condition <c>`)"]
+    for r in rows:  # the plot of every evaluation so far, promotions and rollbacks marked; the last alias moves
+        lines.append(f"- **{r['condition']}**: `{r['history_plot'] or '-'}`"
+                     + "".join(f"\n  - {line}" for line in r["audit_tail"]))
     lines += ["", f"Run folder: `{ctx.run.url()}`"]
     return "\n".join(lines) + "\n"
 

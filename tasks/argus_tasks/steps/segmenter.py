@@ -42,12 +42,15 @@ def _measure(model, frames, labels) -> dict:
                               for i in range(model.num_classes)}}
 
 
-def _move_champion(registry, version, previous, held) -> None:
-    """Point the judge's champion at ``version``; a move that did not stick is retried (exit 75)."""
+def _move_champion(registry, version, previous, held, ctx) -> None:
+    """Point the judge's champion at ``version`` (an audited move); a move that did not stick is retried (exit 75)."""
     from argus_tasks.contract import TransientStepError
+    from argus_tasks.models.audit_trail import AuditTrail, who_of
     from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL
 
-    outcome, note = registry.move_alias(SEGMENTER_MODEL, CHAMPION, version, previous, held)
+    trail = AuditTrail(ctx.store_root, "judge", who_of(ctx), "a new reference segmenter (the judge) was registered",
+                       {"run_folder": ctx.run.url(), "model_uri": f"models:/{SEGMENTER_MODEL}/{version}"})
+    outcome, note = trail.move(registry, SEGMENTER_MODEL, CHAMPION, version, previous, held)
     log.info("%s", note)
     if outcome != "moved":
         raise TransientStepError(f"{note}; the step will be retried and pins the champion it then finds")
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                     f"{SEGMENTER_MODEL} v{reuse.version} reaches clear mIoU {quality['miou']:.3f} on this run's "
                     f"val+test frames, below the floor {args.min_miou}; run with --retrain (Param retrain_segmenter)")
             if mine is not None and current_v != str(mine.version):
-                _move_champion(registry, mine.version, current_v, held)
+                _move_champion(registry, mine.version, current_v, held, ctx)
             return {"model_name": SEGMENTER_MODEL, "version": str(reuse.version), "trained": False,
                     "content_hash": reuse.tags.get("argus.content_hash", ""), "model_uri":
                     f"models:/{SEGMENTER_MODEL}/{reuse.version}", "n_eval_frames": len(eval_rows), **quality}
@@ -129,7 +132,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                     "argus.content_hash": digest, "argus.clear_miou": f"{quality['miou']:.4f}"}
             mv, created = registry.register(SEGMENTER_MODEL, info.model_uri, mrun.info.run_id, run_identity, tags,
                                             description="reference semantic segmenter (clear frames), judges generators")
-            _move_champion(registry, mv.version, current_v, held)
+            _move_champion(registry, mv.version, current_v, held, ctx)
         return {"model_name": SEGMENTER_MODEL, "version": str(mv.version), "trained": True, "created": created,
                 "content_hash": digest, "model_uri": f"models:/{SEGMENTER_MODEL}/{mv.version}",
                 "mlflow_run_id": mrun.info.run_id, "n_train_frames": len(train_rows),
