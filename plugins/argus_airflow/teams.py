@@ -116,12 +116,13 @@ class TeamPlan:
 def load_plan(environ=None) -> TeamPlan:
     """The plan of ``ARGUS_TEAM``, ``ARGUS_TEAM_GPU_QUOTAS``, ``ARGUS_GPU_POOL_SLOTS`` and ``ARGUS_GPU_POOL``."""
     env = os.environ if environ is None else environ
-    raw_slots = (env.get("ARGUS_GPU_POOL_SLOTS") or str(DEFAULT_GPU_SLOTS)).strip()
+    quotas = parse_quotas(env.get("ARGUS_TEAM_GPU_QUOTAS", ""))
+    # unset: the quotas' sum (the team pools are all the GPUs), or one GPU without quotas
+    raw_slots = (env.get("ARGUS_GPU_POOL_SLOTS") or str(sum(quotas.values()) or DEFAULT_GPU_SLOTS)).strip()
     if not raw_slots.isdigit():
         raise ValueError(f"ARGUS_GPU_POOL_SLOTS={raw_slots!r} must be a whole number of GPUs (slots of the "
                          "shared GPU pool)")
-    return TeamPlan(shared_pool=env.get("ARGUS_GPU_POOL") or "argus_gpu", gpu_slots=int(raw_slots),
-                    quotas=parse_quotas(env.get("ARGUS_TEAM_GPU_QUOTAS", "")),
+    return TeamPlan(shared_pool=env.get("ARGUS_GPU_POOL") or "argus_gpu", gpu_slots=int(raw_slots), quotas=quotas,
                     default_team=(env.get("ARGUS_TEAM") or DEFAULT_TEAM).strip())
 
 

@@ -24,6 +24,9 @@ def test_quotas_split_the_gpus_into_pools_that_add_up_to_the_shared_pool():
     assert sum(slots for _, slots, _ in plan.pools()) == 4
     assert plan.pool_for("vision") == "argus_gpu_vision" and plan.pool_for("radar") == "argus_gpu"
     assert teams.load_plan({}).pools()[0][:2] == ("argus_gpu", 1) and teams.load_plan({}).default_team == "default"
+    # K unset: the team pools are all the GPUs (a default team without a quota could never run then)
+    only_teams = teams.load_plan({"ARGUS_TEAM_GPU_QUOTAS": "vision=2,lidar=1", "ARGUS_TEAM": "vision"})
+    assert (only_teams.gpu_slots, only_teams.shared_slots, only_teams.allowed_teams()) == (3, 0, ["lidar", "vision"])
 
 
 @pytest.mark.parametrize("env, message", [
