@@ -30,9 +30,10 @@ def rollback_params() -> dict[str, Param]:
             description="Off: the target must have been champion before. The other checks (complete files, "
                         "lineage, sanity gates under the current judge) apply either way."),
         "eval_frames": Param(
-            16, type="integer", minimum=2, maximum=10000, title="Frames of the quick re-evaluation",
+            64, type="integer", minimum=2, maximum=10000, title="Frames of the quick re-evaluation",
             description="Clear and real frames per side (whole drives, from the revision's val+test split) on which "
-                        "the target must pass the sanity gates under the current judge."),
+                        "the target must pass the sanity gates under the current judge. The no-collapse gate (feature "
+                        "variance) is unreliable on a handful of frames: keep a few dozen."),
         "dataset_rev": Param(
             "latest", type="string", title="Dataset revision of the re-evaluation", minLength=1,
             pattern=r"^[A-Za-z0-9._/-]+$", description="A tag (v1, v2…) or commit of the dataset registry, or 'latest'."),

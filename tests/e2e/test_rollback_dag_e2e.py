@@ -30,18 +30,23 @@ def rolled_back(demo_run):
     from argus_tasks.models.registry_adapter import CHAMPION, Registry
 
     home, env, _ = demo_run
-    reg = Registry(mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"))
+    uri, before = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", mlflow.get_tracking_uri()
+    reg = Registry(mlflow.MlflowClient(tracking_uri=uri))
     v1 = reg.alias(NAME, CHAMPION)
     assert str(v1.version) == "1", "the training run's fog champion"
     tags = {k: v for k, v in v1.tags.items() if k.startswith("argus.") and k != "argus.decision"}
     identity = {"argus.dag_id": "e2e", "argus.run_id": "later-training-run", "argus.condition": "fog"}
-    v2, _ = reg.register(NAME, v1.source, v1.run_id, identity, {**tags, **identity})
+    mlflow.set_tracking_uri(uri)  # a version of a logged model (models:/m-...) is looked up through the global URI
+    try:
+        v2, _ = reg.register(NAME, v1.source, v1.run_id, identity, {**tags, **identity})
+    finally:
+        mlflow.set_tracking_uri(before)
     trail = AuditTrail(str(home / "store"), "promotion", {"user": "e2e", "dag_run": "e2e/later-training-run"},
                        "a later training run", {})
     with reg.exclusive(NAME, "e2e set-up") as held:
         assert trail.move(reg, NAME, CHAMPION, v2.version, "1", held)[0] == "moved"
     log = run_dag(home, env, DAG_ID, {"condition": "fog", "reason": REASON, "require_approval": False,
-                                      "eval_frames": 8, "min_frames_per_group": 2})
+                                      "eval_frames": 64, "min_frames_per_group": 2})
     run = max((home / "store" / "runs" / DAG_ID).iterdir(), key=lambda p: p.stat().st_mtime)
     return home, reg, str(v2.version), run, log
 

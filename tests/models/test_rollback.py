@@ -185,3 +185,32 @@ def test_a_version_that_was_never_champion_needs_force_and_a_reason(history, dat
     other, _ = _new_run(steps, dataset_template)
     rc, forced = steps(_check(never, REASON, "--force"), other)
     assert rc == 0 and forced["checks"]["was_champion"] == "forced" and forced["target_version"] == never
+
+
+def test_promote_records_the_move_its_history_point_and_redraws_the_plot(history, dataset_template):
+    """A promotion (evaluate's records written directly, as in the race tests) after the rollbacks above."""
+    from argus_tasks.models.champion_history import load_points
+
+    from .promotion_support import promotion_run
+
+    steps, store, reg = history["steps"], history["store"], Registry()
+    champion = _champion(reg)
+    challenger = _copy(reg, reg.version(NAME, history["a"]), f"promoted-{uuid.uuid4().hex[:4]}")
+    run_id = f"rb-promote-{uuid.uuid4().hex[:6]}"
+    run = promotion_run(dataset_template, store, DAG_ID, run_id, C, NAME, challenger, champion)
+    rc, result = steps(["promote", "--condition", C, "--require-beat-reference", "no", "--n-boot", "200"], run_id)
+    assert rc == 0 and result["promoted"] and result["registry_outcome"] == "moved", result.get("note")
+    last = _entries(store)[-1]
+    assert (last["kind"], last["state"], last["from"], last["to"]) == ("promotion", "committed", champion, challenger)
+    assert last["evidence"]["decision"] == run.url(f"promote/{C}/decision.json")
+    assert "beats" in last["reason"] and last["who"]["dag_run"] == f"{DAG_ID}/{run_id}"
+    assert run.read_bytes(f"promote/{C}/champion_history.png")[:4] == b"\x89PNG"
+    assert result["history_plot"] == run.url(f"promote/{C}/champion_history.png") and result["audit_tail"]
+    points = load_points(str(store), NAME)
+    mine = [p for p in points if p["dag_run"] == f"{DAG_ID}/{run_id}"]
+    assert len(mine) == 1 and [m["role"] for m in mine[0]["models"]] == ["champion", "challenger"]
+    for m in mine[0]["models"]:
+        for metric in ("kid", "classwise_gap", "label_preservation"):
+            iv = m["intervals"][metric]
+            assert iv["lo"] <= iv["point"] <= iv["hi"], (m["role"], metric, iv)
+    assert any(p["source"] == "rollback-check" for p in points), "the rollback checks' targets are on the plot too"

@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default="", help="why the champion is rolled back (required, recorded in the audit log)")
     p.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
                    help="allow a target that was never champion")
-    p.add_argument("--max-frames", type=int, default=16, help="frames per side of the quick re-evaluation (whole drives)")
+    p.add_argument("--max-frames", type=int, default=64,
+                   help="frames per side of the quick re-evaluation (whole drives; default 64: the no-collapse gate "
+                        "measures a feature variance, unreliable on a handful of frames)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1, or $ARGUS_TORCH_THREADS)")
