@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from argus_tasks.contract import StepContext
+from argus_tasks.hardframes.report import report_lines
 from argus_tasks.run_outcome import first_cause, run_outcomes
 
 HELP = "write the run's summary report (Markdown) to the store, MLflow and the log"
@@ -80,6 +81,7 @@ def render_markdown(ctx: StepContext, outcomes, rows: list[dict]) -> str:
     lines += ["", "## Why"]
     for r in rows:
         lines.append(f"- **{r['condition']}**: {r['reasons'] or '-'}")
+    lines += report_lines(ctx.run, [r["condition"] for r in rows])
     lines += ["", f"Run folder: `{ctx.run.url()}`"]
     return "\n".join(lines) + "\n"
 
