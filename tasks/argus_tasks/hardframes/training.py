@@ -70,10 +70,8 @@ def log_input(hard: dict | None, condition: str) -> None:
     """The hard set as a dataset input of the training run (call inside it)."""
     if hard is None:
         return
-    import mlflow
     import pandas as pd
 
-    from argus_tasks.steps.hard_frames import hard_set_dataset
+    from argus_tasks.steps.hard_frames import hard_set_dataset, log_dataset
 
-    table = pd.DataFrame(hard["content"]["frames"])
-    mlflow.log_input(hard_set_dataset(table, condition, hard["sha"], hard["url"]), context="hard-set")
+    log_dataset(hard_set_dataset(pd.DataFrame(hard["content"]["frames"]), condition, hard["sha"], hard["url"]))

@@ -141,11 +141,22 @@ def _log_mlflow(ctx, c: str, sha: str, content: dict, table, stored: dict, out: 
         log_params_once(mrun, {"condition": c, **{f"hard.{k}": v for k, v in content["settings"].items()}})
         mlflow.log_metrics({"hard_frames": len(content["frames"]), "evaluations": len(content["evaluations"]),
                             "frames_scored": content["n_frames_scored"]})
-        mlflow.log_input(hard_set_dataset(table, c, sha, stored["path"]), context="hard-set")
+        log_dataset(hard_set_dataset(table, c, sha, stored["path"]))
         mlflow.log_artifacts(str(ctx.run.localize(out)), artifact_path=f"hard_frames_{c}")
         if len(table):
             log_table(table, f"hard_frames_{c}/hard_frames.json")
         return mrun.info.run_id
+
+
+def log_dataset(dataset) -> None:
+    """``mlflow.log_input`` with context ``hard-set``, without MLflow's schema-inference hints in the log."""
+    import warnings
+
+    import mlflow
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        mlflow.log_input(dataset, context="hard-set")
 
 
 def hard_set_dataset(table, condition: str, sha: str, source: str):
