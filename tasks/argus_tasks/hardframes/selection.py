@@ -22,6 +22,7 @@ The rule (:func:`select`):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,7 +73,9 @@ def hardness(fidelity, realism, flagged=None, score: str = "combined") -> np.nda
     elif score == "realism":
         h = by_real
     else:
-        h = np.nanmean(np.vstack([by_fid, by_real]), axis=0) if len(fid) else by_fid
+        with warnings.catch_warnings():  # a frame with neither score: NaN, made hardest below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            h = np.nanmean(np.vstack([by_fid, by_real]), axis=0) if len(fid) else by_fid
     if flagged is not None:
         h = h + np.asarray(flagged, dtype=bool)
     return np.where(np.isnan(fid) | np.isnan(h), 2.0, h)
