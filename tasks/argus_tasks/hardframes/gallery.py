@@ -61,13 +61,19 @@ def _fmt(v, digits=3) -> str:
     return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
 
 
+def _short(frame_id: str) -> str:
+    """``fog-val-b00-00003`` -> ``real val 00003``: the neighbour's split and number fit under a thumbnail."""
+    parts = str(frame_id).split("-")
+    return f"real {parts[1]} {parts[-1]}" if len(parts) >= 3 else f"real {frame_id}"
+
+
 def card(c: dict) -> str:
     """One frame: ``c`` has frame_id, sequence, capture, images (source, generated, neighbours: list of
     (uri, id)), label_fidelity, realism_ratio, hits, seen, flags (failed gate names), model_key."""
     imgs = [_figure(c.get("source"), "source (clear)", "source frame not in this run"),
             _figure(c.get("generated"), "generated", "not generated in this run")]
     for uri, nid in c.get("neighbours", []):
-        imgs.append(_figure(uri, f"real {nid.rsplit('-', 1)[-1]}", "real frame not in this run", "nn"))
+        imgs.append(_figure(uri, _short(nid), "real frame not in this run", "nn"))
     fid_bad = "fidelity" in c.get("flags", ())
     real_bad = "realism" in c.get("flags", ())
     badges = [f'<span class="b{" bad" if fid_bad else ""}">fidelity {_fmt(c.get("label_fidelity"))}</span>',

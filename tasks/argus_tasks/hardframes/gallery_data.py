@@ -33,14 +33,16 @@ class RunImages:
     """Frames of this run's data (source and real neighbours) and the challenger's thumbnails."""
 
     def __init__(self, run, condition: str):
-        self.manifest, self.root, self.thumbs, self.rows = None, None, {}, {}
-        try:
-            from argus_tasks.data.access import load_accepted
+        from argus_tasks.data.access import ACCEPTED
 
-            manifest, self.root = load_accepted(run)
+        self.run, self.manifest, self.thumbs, self.rows = run, None, {}, {}
+        # display only: the accepted manifest as it is, and single frames read from the store (on S3, no
+        # download of the whole data folder for a few thumbnails)
+        if run.exists(ACCEPTED):
+            manifest = run.read_dataframe(ACCEPTED)
             self.manifest = manifest.drop_duplicates("frame_id").set_index("frame_id", drop=False)
-        except Exception as exc:  # a gallery without pictures is still a gallery
-            log.warning("no frames of this run for the gallery (%s): cards show scores only", exc)
+        else:
+            log.warning("no accepted manifest in %s: gallery cards show scores without frames", run.url())
         where = f"evaluate/{condition}/{THUMBS_FILE}"
         if run.exists(where):
             with np.load(io.BytesIO(run.read_bytes(where)), allow_pickle=False) as npz:
@@ -54,9 +56,13 @@ class RunImages:
     def frame(self, frame_id: str) -> str | None:
         if self.manifest is None or frame_id not in self.manifest.index:
             return None
-        from argus_tasks.data.access import read_frame
+        from PIL import Image
 
-        return png_data_uri(_small(read_frame(self.root, self.manifest.loc[frame_id])))
+        where = f"data/{self.manifest.loc[frame_id, 'frame_path']}"
+        if not self.run.exists(where):
+            return None
+        with Image.open(io.BytesIO(self.run.read_bytes(where))) as im:
+            return png_data_uri(_small(np.asarray(im.convert("RGB"))))
 
     def generated(self, frame_id: str) -> str | None:
         t = self.thumbs.get(frame_id)
