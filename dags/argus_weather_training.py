@@ -11,7 +11,18 @@ from argus_airflow.approval import ConditionalApprovalOperator
 from argus_airflow.factory import MAP_INDEX_TEMPLATE, heavy_step
 from argus_airflow.run_timeout import APPROVAL_WINDOW, dagrun_timeout
 from argus_airflow.training_params import training_params
-from argus_airflow.training_steps import BUDGET, EVALUATE, GROUP_ID, PROMOTE, PULL, REPORT, SEGMENTER, TRAIN, VALIDATE
+from argus_airflow.training_steps import (
+    BUDGET,
+    EVALUATE,
+    GROUP_ID,
+    HARD_FRAMES,
+    PROMOTE,
+    PULL,
+    REPORT,
+    SEGMENTER,
+    TRAIN,
+    VALIDATE,
+)
 
 SETTINGS = settings.load()
 
@@ -28,7 +39,9 @@ and `approve` is a **heavy step**: the task image's `argus-task` command, run as
    **train** a generator, **evaluate** it with the reference **segmenter** against the champion and
    non-learned references, optionally wait for a person to **approve** (no answer within the approval
    window rejects), then **promote** it to the `champion` alias only if it is better with statistical
-   confidence. Each condition goes on on its own: a failed or waiting condition holds up no other;
+   confidence. Beside approve and promote, **hard-frames** updates the condition's set of repeatedly hard
+   frames (the next run's `hard_frame_weight` oversamples it) and draws its gallery. Each condition goes
+   on on its own: a failed or waiting condition holds up no other;
 4. **report**: a summary table with links, whatever happened upstream; the run ends failed when any
    step of any condition failed.
 
@@ -85,10 +98,13 @@ with DAG(
                                               map_index_template=MAP_INDEX_TEMPLATE,
                                               response_timeout=APPROVAL_WINDOW)
         promote = heavy_step(PROMOTE, settings=SETTINGS, condition=condition)
+        # the hard set feeds the next run, not this promotion: a failure there holds no better model back
+        hard_frames = heavy_step(HARD_FRAMES, settings=SETTINGS, condition=condition)
         validate >> train >> evaluate >> approve >> promote >> report
         budget >> train
+        evaluate >> hard_frames >> report
         segmenter >> evaluate
-        [train, evaluate, approve, promote] >> outcome
+        [train, evaluate, hard_frames, approve, promote] >> outcome
 
     pull >> validate >> segmenter
     budget >> segmenter

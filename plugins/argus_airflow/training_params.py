@@ -121,6 +121,16 @@ def _params(default_model_config: str) -> dict[str, Param]:
             "a GPU; with no history it runs and says so. Leave empty for no budget.",
             minimum=0,
         ),
+        "hard_frame_weight": Param(
+            0.0,
+            type="number",
+            title="Hard-frame oversampling weight",
+            description="Training draws clear frames like the condition's hard set (its over-represented groups of "
+            "dominant classes and brightness) 1 + this many times as often. 0 (the default): uniform sampling; the "
+            "benchmark (benchmarks/RESULTS.md) found no gain from oversampling yet.",
+            minimum=0,
+            maximum=20,
+        ),
         "require_approval": Param(
             False,
             type="boolean",

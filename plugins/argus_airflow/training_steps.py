@@ -78,6 +78,7 @@ TRAIN = StepSpec(
         "--steps", "{{ params.train_steps or 0 }}",
         "--min-train-frames", "{{ params.min_train_frames }}",
         "--init-from", "{{ params.init_from }}",
+        "--hard-frame-weight", "{{ params.hard_frame_weight }}",
     ),
     doc="Train the clear-to-condition generator; resumes from its last checkpoint on retry.",
 )
@@ -91,6 +92,17 @@ EVALUATE = StepSpec(
     arguments=("--condition", CONDITION, "--min-eval-frames", "{{ params.min_eval_frames }}"),
     doc="KID, class-wise realism gap and label preservation against the champion and references, on the "
         "revision's frozen val+test frames; on the GPU when there is one.",
+)
+
+HARD_FRAMES = StepSpec(
+    name="hard-frames",
+    kind="report",
+    cpu="1",
+    memory="2Gi",
+    timeout=timedelta(minutes=30),
+    arguments=("--condition", CONDITION),
+    doc="Keep the condition's repeatedly hard frames (worst fraction over the last N evaluations), grouped and "
+        "versioned for the next training, with a gallery; promotion does not wait for it.",
 )
 
 PROMOTE = StepSpec(
@@ -118,4 +130,4 @@ REPORT = StepSpec(
     doc="Summary table and links of the run, as a Markdown artifact; runs whatever happened upstream.",
 )
 
-HEAVY_STEPS = (PULL, VALIDATE, BUDGET, SEGMENTER, TRAIN, EVALUATE, PROMOTE, REPORT)
+HEAVY_STEPS = (PULL, VALIDATE, BUDGET, SEGMENTER, TRAIN, EVALUATE, HARD_FRAMES, PROMOTE, REPORT)

@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "segmenter": ("argus_tasks.steps.segmenter", True),
     "train": ("argus_tasks.steps.train", True),
     "evaluate": ("argus_tasks.steps.evaluate", True),
+    "hard-frames": ("argus_tasks.steps.hard_frames", True),
     "promote": ("argus_tasks.steps.promote", True),
     "report": ("argus_tasks.steps.report", True),
     "resolve": ("argus_tasks.steps.resolve", True),

@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 DAG_ID = "argus_weather_training"
-HEAVY = {"pull", "validate", "budget", "segmenter", "train", "evaluate", "promote", "report"}
+HEAVY = {"pull", "validate", "budget", "segmenter", "train", "evaluate", "hard-frames", "promote", "report"}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_dags_import_without_errors(dagbag):
     assert DAG_ID in dagbag.dags
 
 
-PER_CONDITION = ("train", "evaluate", "approve", "promote")
+PER_CONDITION = ("train", "evaluate", "hard-frames", "approve", "promote")
 
 
 def test_tasks_and_edges(dag):
@@ -45,7 +45,10 @@ def test_tasks_and_edges(dag):
     assert edges["select_conditions"] == set(PER_CONDITION), "the group is expanded over select_conditions"
     assert edges["train"] == {"evaluate", "run_outcome"}
     assert edges["segmenter"] == {"evaluate", "run_outcome"}
-    assert edges["evaluate"] == {"approve", "run_outcome"}
+    assert edges["evaluate"] == {"approve", "hard-frames", "run_outcome"}
+    # the hard set feeds the next run: promote never waits for it, the report does
+    assert edges["hard-frames"] == {"report", "run_outcome"}
+    assert "hard-frames" not in {t.task_id for t in dag.get_task("promote").upstream_list}
     assert edges["approve"] == {"promote", "run_outcome"}
     assert edges["promote"] == {"report", "run_outcome"}
     assert edges["report"] == {"run_outcome"}
@@ -53,7 +56,7 @@ def test_tasks_and_edges(dag):
     assert dag.get_task("run_outcome").trigger_rule == "one_failed"
     assert {t.task_id for t in dag.get_task("run_outcome").upstream_list} == HEAVY | {"approve"}
     assert dag.get_task("report").trigger_rule == "all_done"
-    for task_id in ("train", "evaluate", "promote"):
+    for task_id in ("train", "evaluate", "promote", "hard-frames"):
         assert dag.get_task(task_id).trigger_rule == "all_success", "a failed step must never let promote run"
 
 
@@ -64,7 +67,7 @@ def test_each_condition_runs_in_its_own_instance_of_one_mapped_task_group(dag):
     groups = [dag.get_task(t).get_closest_mapped_task_group() for t in PER_CONDITION]
     group = groups[0]
     assert isinstance(group, MappedTaskGroup)
-    assert all(g is group for g in groups), "the four steps of a condition share one mapped group"
+    assert all(g is group for g in groups), "the steps of a condition share one mapped group"
     assert list(group._expand_input.value) == ["condition"]
     assert set(group.children) == set(PER_CONDITION)
     for task_id in PER_CONDITION:

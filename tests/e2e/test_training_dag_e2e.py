@@ -40,7 +40,8 @@ def _run_dir(home: Path) -> Path:
 def test_every_step_of_the_good_condition_ran_and_left_its_result(demo_run):
     home, _, log = demo_run
     run = _run_dir(home)
-    for where in ("pull", "validate", "segmenter", "train/fog", "evaluate/fog", "promote/fog", "report"):
+    for where in ("pull", "validate", "segmenter", "train/fog", "evaluate/fog", "hard-frames/fog", "promote/fog",
+                  "report"):
         assert (run / where / "result.json").exists(), f"{where} left no result"
         assert not (run / where / "failure.json").exists()
     assert "running" in log and "argus-task" in log  # the local runtime ran the container command
@@ -57,6 +58,8 @@ def test_the_failed_condition_stops_alone_and_the_run_ends_failed(demo_run):
     assert "| fog | succeeded | succeeded | PROMOTED |" in report, report
     assert "| rain | failed | not run | no decision (not run) |" in report, report
     assert "**rain**: train/rain failed: too few frames to train rain" in report, report
+    assert "- **fog**: hard set `" in report and "hard-frames/fog/gallery/index.html" in report, report
+    assert "- **rain**: not run" in report, report
     finished = [line for line in log.splitlines() if "DagRun Finished" in line]
     assert finished and "state=failed" in finished[-1], finished
 

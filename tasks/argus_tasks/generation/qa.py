@@ -164,8 +164,9 @@ def _judge_size(h: int, w: int) -> tuple[int, int]:
 
 
 def label_fidelity(judge, run_dir: Path, data_root: Path, outputs, checks, manifest, device=None,
-                   batch_size: int = 64, threads: int = 2) -> np.ndarray:
-    """Per-output mIoU of ``judge`` on the generated frame against the source labels (NaN where not judged)."""
+                   batch_size: int = 64, threads: int = 2, with_features: bool = False):
+    """Per-output mIoU of ``judge`` on the generated frame against the source labels (NaN where not judged);
+    ``with_features``: ``(fidelity, judge features (N, D), NaN rows where not judged)`` from the same pass."""
     import torch
     from PIL import Image
 
@@ -174,6 +175,7 @@ def label_fidelity(judge, run_dir: Path, data_root: Path, outputs, checks, manif
 
     src = _sources(manifest)
     fidelity = np.full(len(outputs), np.nan)
+    feats = np.full((len(outputs), judge.feature_dim if with_features else 0), np.nan, np.float32)
     judged = checks.index[judgeable(checks)]
     records = outputs.to_dict("records")
     groups: dict[tuple[int, int], list[int]] = {}
@@ -201,7 +203,10 @@ def label_fidelity(judge, run_dir: Path, data_root: Path, outputs, checks, manif
                 labels = judge.map_labels(torch.from_numpy(np.stack([lab for _, lab in loaded]))).cpu().numpy()
                 with torch.inference_mode():
                     x = x.to(device).contiguous(memory_format=torch.channels_last)
-                    pred = judge(x).argmax(1).to(torch.uint8).cpu().numpy()
+                    logits, f = judge.forward_with_features(x)
+                    pred = logits.argmax(1).to(torch.uint8).cpu().numpy()
+                if with_features:
+                    feats[batch] = f.float().cpu().numpy()
                 iou = M.iou_from_confusion(M.confusion_per_frame(pred, labels, judge.num_classes))
                 with warnings.catch_warnings():  # a label of ignore pixels only has no classes: NaN
                     warnings.simplefilter("ignore", RuntimeWarning)
@@ -209,7 +214,7 @@ def label_fidelity(judge, run_dir: Path, data_root: Path, outputs, checks, manif
                 done += len(batch)
                 log.info("label fidelity: %d/%d frames (%.1f frames/s)", done, len(judged),
                          done / max(time.time() - started, 1e-9))
-    return fidelity
+    return (fidelity, feats) if with_features else fidelity
 
 
 def manifest_table(outputs, checks, manifest, pull: dict):

@@ -75,20 +75,33 @@ class TrainOutcome:
 
 
 class BatchSampler:
-    """Random uint8 batches (random crop to ``size``, horizontal flip) from uint8 frames in host memory."""
+    """Random uint8 batches (random crop to ``size``, horizontal flip) from uint8 frames in host memory.
 
-    def __init__(self, frames: torch.Tensor, batch_size: int, size: int, generator: torch.Generator):
+    ``weights`` (one per frame, >= 0) draws frames in proportion to them, with replacement (the
+    hard-frame oversampling); None draws uniformly, as ``torch.randint`` always did.
+    """
+
+    def __init__(self, frames: torch.Tensor, batch_size: int, size: int, generator: torch.Generator,
+                 weights: torch.Tensor | None = None):
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"frames must be (N, 3, H, W), got {tuple(frames.shape)}")
         if frames.shape[0] == 0:
             raise ValueError("no frames to sample from")
         if frames.shape[2] < size or frames.shape[3] < size:
             raise ValueError(f"frames of {tuple(frames.shape[2:])} px are smaller than the {size} px crop")
-        self.frames, self.batch_size, self.size, self.gen = frames, batch_size, size, generator
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=torch.float64).flatten()
+            if weights.shape[0] != frames.shape[0] or not bool(torch.isfinite(weights).all()) \
+                    or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+                raise ValueError(f"weights must be {frames.shape[0]} finite values >= 0 with a positive sum")
+        self.frames, self.batch_size, self.size, self.gen, self.weights = frames, batch_size, size, generator, weights
 
     def __call__(self) -> torch.Tensor:
         n, _, h, w = self.frames.shape
-        idx = torch.randint(0, n, (self.batch_size,), generator=self.gen)
+        if self.weights is None:
+            idx = torch.randint(0, n, (self.batch_size,), generator=self.gen)
+        else:
+            idx = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.gen)
         batch = self.frames[idx]
         if h > self.size or w > self.size:
             top = int(torch.randint(0, h - self.size + 1, (1,), generator=self.gen))
@@ -116,13 +129,14 @@ def _set_rng_state(gen: torch.Generator, state: dict) -> None:
 def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: torch.Tensor, *,
                      steps: int, checkpoints: CheckpointStore | None = None, seed: int = 0, rank: int = 0,
                      on_log: Callable[[int, dict], None] | None = None,
-                     max_seconds: float | None = None, clock: Callable[[], float] = time.time) -> TrainOutcome:
+                     max_seconds: float | None = None, clock: Callable[[], float] = time.time,
+                     clear_weights: torch.Tensor | None = None) -> TrainOutcome:
     """Train ``model`` for ``steps`` optimiser steps in total (resuming from the latest checkpoint).
 
     ``max_seconds`` stops after that much training time measured by ``clock`` (wall time by
     default; the benchmarks pass ``time.process_time`` for CPU budgets), and the learning-rate
     decay then follows whichever of steps or time runs out first. Only rank 0 writes checkpoints
-    and logs.
+    and logs. ``clear_weights`` oversamples source frames (:class:`BatchSampler`).
     """
     cfg = model.cfg
     torch.manual_seed(seed + rank)
@@ -150,7 +164,7 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * factor
 
-    sample_clear = BatchSampler(clear, cfg.batch_size, cfg.image_size, gen)
+    sample_clear = BatchSampler(clear, cfg.batch_size, cfg.image_size, gen, weights=clear_weights)
     sample_adverse = BatchSampler(adverse, cfg.batch_size, cfg.image_size, gen)
     model.G.train()
     model.D.train()

@@ -14,7 +14,9 @@ source's, the judge segmenter's label fidelity) and runs the GX checkpoint ``arg
 * more bad frames in any condition, or a dataset-level failure: a permanent error naming each failed
   expectation, up to 10 example frames with their reasons, and the Data Docs page.
 
-``check-outputs/scores.parquet`` (every frame: fidelity, change, contrast, flagged, reasons) feeds the report.
+``check-outputs/scores.parquet`` (every frame: fidelity, change, contrast, flagged, reasons) feeds the report;
+``check-outputs/frame_scores.parquet`` (and the MLflow table ``check/frame_scores.json``) are the per-frame scores
+of the hard-frame flywheel (:mod:`argus_tasks.hardframes.record_generation`).
 The judge is the segmenter version pinned by this run (``segmenter/result.json``), else
 ``--judge-version``, else the judge that evaluated the run's model versions (as export does), else
 the judge's champion now; the result records which (``judge.pinned_by``).
@@ -36,7 +38,7 @@ OUT = "check-outputs"  # the step's folder, where the CLI writes its result.json
 RESULT, ACCEPTED, FLAGGED, SCORES = (f"{OUT}/result.json", f"{OUT}/accepted.parquet", f"{OUT}/flagged.parquet",
                                      f"{OUT}/scores.parquet")
 RESOLVED = "resolve/result.json"
-STALE = (RESULT, f"{OUT}/failure.json", ACCEPTED, FLAGGED, SCORES)
+STALE = (RESULT, f"{OUT}/failure.json", ACCEPTED, FLAGGED, SCORES, f"{OUT}/frame_scores.parquet")
 MAX_EXAMPLES = 10
 
 
@@ -187,6 +189,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     from argus_tasks.generation import qa
     from argus_tasks.generation.qa_gate import run_output_gate
     from argus_tasks.generation.shard_reader import read_outputs
+    from argus_tasks.hardframes.record_generation import score_generation
     from argus_tasks.models.runtime import set_threads
     from argus_tasks.steps.evaluate import resolve_device
 
@@ -217,8 +220,9 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     checks = qa.file_checks(run_dir, data_root, table, manifest, workers=args.workers)
     judge, judge_info = _judge(ctx, args.judge_version, models)
     device = resolve_device(args.device)
-    checks["label_fidelity"] = qa.label_fidelity(judge, run_dir, data_root, table, checks, manifest, device=device,
-                                                 batch_size=args.batch_size, threads=threads)
+    checks["label_fidelity"], features = qa.label_fidelity(judge, run_dir, data_root, table, checks, manifest,
+                                                           device=device, batch_size=args.batch_size, threads=threads,
+                                                           with_features=True)
     generated, manifest_rows = qa.manifest_table(table, checks, manifest, pull)
     params = {"min_fidelity": args.min_fidelity, "min_change": args.min_change, "max_change": args.max_change}
     gate = run_output_gate({"generated_manifest": generated, "generated_outputs": checks}, manifest_rows,
@@ -234,6 +238,10 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     scores["flagged"] = scores.index.isin(list(gate.bad_rows))
     scores["reasons"] = ["; ".join(gate.bad_rows.get(i, [])) for i in range(len(scores))]
     run.write_dataframe(SCORES, scores)
+    frame_scores = score_generation(ctx, outputs=table, checks=checks, bad_rows=gate.bad_rows, features=features,
+                                    judge=judge, judge_info=judge_info, manifest=manifest, data_root=data_root,
+                                    device=device, batch_size=args.batch_size, min_fidelity=args.min_fidelity,
+                                    change_range=(args.min_change, args.max_change))
     per = _per_condition(table, gate.bad_rows, conditions)
     n, n_bad = len(table), len(gate.bad_rows)
     failed = bool(gate.dataset_failures) or any(d["bad_fraction"] > args.max_bad_fraction or d["accepted"] == 0
@@ -247,7 +255,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                **{f"{c}.{k}": float(v) for c, d in per.items() for k, v in d.items()}}
     mlflow_run = _log_mlflow(ctx, pull, outcome, gate.result_id, metrics, {**params, "conditions": ",".join(conditions),
                              "max_bad_fraction": args.max_bad_fraction, "judge_version": judge_info["version"]},
-                             run.local_dir(OUT))
+                             run.local_dir(OUT), frame_scores["table"])
     log.info("output check %s: %d frames, %d flagged; Data Docs %s", outcome, n, n_bad, docs)
     if failed:
         raise PermanentStepError(_failure_message(n, gate, flagged, per, args.max_bad_fraction, docs))
@@ -264,16 +272,18 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         "per_condition": per, "accepted_outputs": url,
         "accepted_sha256": hashlib.sha256(run.read_bytes(ACCEPTED)).hexdigest(),
         "markers_sha256": outputs.digest, "shards": outputs.planned, "flagged_file": run.url(FLAGGED),
-        "flagged_examples": _examples(flagged), "scores": run.url(SCORES), "data_docs": docs, "judge": judge_info,
+        "flagged_examples": _examples(flagged), "scores": run.url(SCORES), "frame_scores": frame_scores["frame_scores"], "data_docs": docs, "judge": judge_info,
         "thresholds": {**params, "max_bad_fraction": args.max_bad_fraction},
         "columns": list(OUTPUT_MANIFEST_COLUMNS), "statistics": gate.statistics, "mlflow_run_id": mlflow_run,
         "source_revision": pull.get("revision", ""), "source_commit": pull.get("commit", ""), "models": models,
     }
 
 
-def _log_mlflow(ctx, pull: dict, outcome: str, result_id: str, metrics: dict, params: dict, folder) -> str:
+def _log_mlflow(ctx, pull: dict, outcome: str, result_id: str, metrics: dict, params: dict, folder,
+                frame_table=None) -> str:
     import mlflow
 
+    from argus_tasks.hardframes.record import log_table
     from argus_tasks.tracking import step_run
 
     tags = {"argus.dataset_rev": str(pull.get("revision", "")), "argus.dataset_commit": str(pull.get("commit", "")),
@@ -286,7 +296,9 @@ def _log_mlflow(ctx, pull: dict, outcome: str, result_id: str, metrics: dict, pa
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})
         if (folder / "data_docs").is_dir():
             mlflow.log_artifacts(str(folder / "data_docs"), artifact_path="data_docs")
-        for name in ("flagged.parquet", "scores.parquet"):
+        for name in ("flagged.parquet", "scores.parquet", "frame_scores.parquet"):
             if (folder / name).exists():
                 mlflow.log_artifact(str(folder / name), artifact_path="check")
+        if frame_table is not None and len(frame_table):
+            log_table(frame_table, "check/frame_scores.json")
         return mrun.info.run_id

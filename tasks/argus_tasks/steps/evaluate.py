@@ -20,7 +20,9 @@ Outputs in ``evaluate/<C>/``:
 * ``records/<candidate>.npz`` + ``records/real.npz``: per-frame confusion counts (``conf``),
   features (``features``), ``frame_id`` and ``sequence`` (bootstrap-ready: promote resamples
   whole sequences);
-* ``grids/<candidate>.png``: source | generated | real samples.
+* ``grids/<candidate>.png``: source | generated | real samples;
+* ``frame_scores.parquet`` (also the MLflow table ``evaluate_<C>/frame_scores.json``): a score per
+  frame and candidate, and ``records/challenger_thumbs.npz`` (:mod:`argus_tasks.hardframes.record`).
 
 The challenger's registered version gets the judge and the frame list as tags
 (``argus.judge_model``, ``argus.judge_version``, ``argus.eval_frames_sha256``,
@@ -112,8 +114,10 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
 
     from argus_tasks.data.access import load_accepted
     from argus_tasks.data.schema import CLASSES
+    from argus_tasks.hardframes.record import log_table, score_evaluation
     from argus_tasks.models import frames as F
     from argus_tasks.models.evaluation import evaluate_candidate, real_side
+    from argus_tasks.models.frame_stats import FrameRecorder
     from argus_tasks.models.generator import translate
     from argus_tasks.models.images import grid, png_bytes
     from argus_tasks.models.references import calibrated_references
@@ -198,9 +202,10 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                            "name": ref_name, "version": None, "learned": False, "content_hash": None,
                            "params": ref.to_dict()["params"]}
 
-    records = {}
+    records, recorders = {}, {}  # recorders: per-frame change, finiteness, the challenger's thumbnails
     for key, cand in candidates.items():
-        rec = evaluate_candidate(cand["name"], cand["fn"], segmenter, src_x, src_y, real, CLASSES, seed=args.seed,
+        recorders[key] = FrameRecorder(thumbnails=key == "challenger")
+        rec = evaluate_candidate(cand["name"], recorders[key].wrap(cand["fn"]), segmenter, src_x, src_y, real, CLASSES, seed=args.seed,
                                  device=device, batch_size=args.batch_size)
         records[key] = rec
         m = rec.metrics
@@ -246,6 +251,9 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                                                  "error": champion_error, "metrics": None, "sanity": None}
     ctx.run.write_text(f"{out}/per_class.csv", "\n".join(table_rows) + "\n")
     ctx.run.write_json(f"{out}/metrics.json", metrics_doc)
+    scores = score_evaluation(ctx, c, records=records, recorders=recorders, candidates=candidates,
+                              source_rows=source_rows, source_labels=src_y, real_features=real.features,
+                              real_rows=real_rows, judge=judge, eval_sha=eval_sha, out=out, model_name=name)
     local = ctx.run.publish(out)
 
     with step_run(ctx, "evaluate", c) as mrun:
@@ -258,6 +266,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
             mlflow.log_metrics({f"{key}.{k}": float(v) for k, v in rec.metrics.items()})
         mlflow.log_artifacts(str(ctx.run.localize(out)), artifact_path=f"evaluate_{c}")
         mlflow.log_text(json.dumps(metrics_doc, indent=2, default=str), f"evaluate_{c}/metrics.json")
+        log_table(scores["table"], f"evaluate_{c}/frame_scores.json")
 
     # judge lineage on the challenger's registered version: who judged it, on which frames
     lineage = {"argus.judge_model": judge["model_name"], "argus.judge_version": judge["version"],
@@ -276,4 +285,5 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
             **({"champion_error": champion_error} if champion_error else {}),
             "sanity_passed": all(chal.sanity.values()), "sanity": chal.sanity, "metrics": summary,
             "metrics_file": ctx.run.url(f"{out}/metrics.json"), "artifacts": local,
+            "frame_scores": scores["frame_scores"], "challenger_flagged_frames": scores["challenger_flagged"],
             "mlflow_run_id": mrun.info.run_id}

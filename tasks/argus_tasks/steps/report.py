@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from argus_tasks.contract import StepContext
+from argus_tasks.hardframes.report import report_lines
 from argus_tasks.run_outcome import first_cause, run_outcomes
 
 HELP = "write the run's summary report (Markdown) to the store, MLflow and the log"
@@ -85,6 +86,7 @@ def render_markdown(ctx: StepContext, outcomes, rows: list[dict]) -> str:
     for r in rows:  # the plot of every evaluation so far, promotions and rollbacks marked; the last alias moves
         lines.append(f"- **{r['condition']}**: `{r['history_plot'] or '-'}`"
                      + "".join(f"\n  - {line}" for line in r["audit_tail"]))
+    lines += report_lines(ctx.run, [r["condition"] for r in rows])
     lines += ["", f"Run folder: `{ctx.run.url()}`"]
     return "\n".join(lines) + "\n"
 

@@ -46,6 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "argus-weather-<condition>@champion (scratch when there is none yet)")
     p.add_argument("--min-train-frames", type=int, default=1,
                    help="fail (permanently) when fewer accepted train frames of the condition than this")
+    p.add_argument("--hard-frame-weight", type=float, default=0.0,
+                   help="oversample source frames like the condition's hard set: such a frame is drawn 1 + W times "
+                        "as often (default 0: uniform; see argus_tasks.hardframes.training)")
+    p.add_argument("--hard-set", default="latest", help="hard set to oversample: latest (default), a version, or none")
 
 
 def require_enough(rows, condition: str, minimum: int) -> None:
@@ -72,14 +76,16 @@ def _config(args):
 def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     from argus_tasks import reuse
     from argus_tasks.data.access import accepted_fingerprint, load_accepted
+    from argus_tasks.hardframes import training as hardframes
 
     where = f"train/{args.condition}"
     cfg = _config(args)
     manifest, root = load_accepted(ctx.run)  # fails closed on data that validate did not accept
     data_fp = accepted_fingerprint(ctx.run)
     registry, init = _resolve_init(args)
+    hard = hardframes.resolve(ctx, args.condition, args.hard_frame_weight, args.hard_set)
     config = {"condition": args.condition, "model_config": cfg.to_dict(), "max_seconds": args.max_seconds,
-              "init_from": args.init_from, "init_from_version": init["version"]}
+              "init_from": args.init_from, "init_from_version": init["version"], **hardframes.config_entry(hard)}
     key = reuse.make_key(data_fp, config, ctx.git_commit)
     verdict = reuse.check(ctx.run, f"{where}/result.json", key, f"train {args.condition}")
     if verdict.reuse:
@@ -104,7 +110,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     size = None if (cfg.random_crop and native >= cfg.image_size) else cfg.image_size
     if size is None:
         size = native
-    clear, _ = F.load_frames(root, clear_rows, size=size, labels=False)
+    clear, clear_labels = F.load_frames(root, clear_rows, size=size, labels=hard is not None)
+    clear_weights, hard_summary = hardframes.weights(hard, clear_rows, None if hard is None else clear_labels.numpy())
     adverse, _ = F.load_frames(root, adverse_rows, size=size, labels=False)
 
     rank, world, device = distributed_setup()
@@ -133,10 +140,11 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
              model.n_params["generator"], init["describe"], ckpts.folder)
     if rank != 0:
         train_translator(model, clear, adverse, steps=cfg.steps, checkpoints=ckpts, seed=cfg.seed, rank=rank,
-                         max_seconds=args.max_seconds)
+                         max_seconds=args.max_seconds, clear_weights=clear_weights)
         return _share_result(None, world)
+    hard_info = {"hard": hard, "weights": clear_weights, "summary": hard_summary}
     result = _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, lineage(ctx.run),
-                                 len(clear_rows), len(adverse_rows), train_translator, key, init)
+                                 len(clear_rows), len(adverse_rows), train_translator, key, init, hard_info)
     return _share_result(reuse.stamp(result, key, ctx.try_number, verdict.reason), world)
 
 
@@ -201,10 +209,11 @@ def log_params_once(mrun, params: dict) -> None:
 
 
 def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, data_lineage,
-                        n_clear, n_adverse, train_translator, key, init) -> dict:
+                        n_clear, n_adverse, train_translator, key, init, hard_info) -> dict:
     import mlflow
     import torch
 
+    from argus_tasks.hardframes import training as hardframes
     from argus_tasks.models.generator import translate
     from argus_tasks.models.images import grid, png_bytes
     from argus_tasks.models.registry_adapter import CHALLENGER, Registry, weather_model_name
@@ -225,7 +234,11 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
                                "world_size": world, "device": str(device), "train_frames_clear": n_clear,
                                f"train_frames_{args.condition}": n_adverse, **model.n_params,
                                "init_from": init["from"], "init_from_version": init["version"] or "none",
-                               "init_from_requested": init["requested"], "reuse_key": key.digest})
+                               "init_from_requested": init["requested"], "reuse_key": key.digest,
+                               "hard_frame_weight": args.hard_frame_weight,
+                               "hard_set": (hard_info["hard"] or {}).get("sha", hardframes.NONE)})
+        mlflow.set_tags(hardframes.tags(hard_info["hard"], args.hard_frame_weight))
+        hardframes.log_input(hard_info["hard"], args.condition)
 
         n = min(N_GRID, clear.shape[0], adverse.shape[0])
         src = clear[:n].float() / 255.0
@@ -240,7 +253,7 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
 
         started = time.time()
         outcome = train_translator(model, clear, adverse, steps=cfg.steps, checkpoints=ckpts, seed=cfg.seed,
-                                   on_log=on_log, max_seconds=args.max_seconds)
+                                   on_log=on_log, max_seconds=args.max_seconds, clear_weights=hard_info["weights"])
         generator = model.G.float().cpu().eval()
         device = torch.device("cpu")
         image = sample_grid(generator)
@@ -265,7 +278,8 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
         tags = {**ctx.lineage_tags(), **{f"argus.{k}": v for k, v in data_lineage.items()},
                 "argus.content_hash": digest, "argus.model_config": cfg.name, "argus.head": cfg.head,
                 "argus.steps": str(outcome.steps), "argus.mlflow_run_id": mrun.info.run_id, **init_tags,
-                "argus.code_source_sha256": key.code["source_sha256"]}
+                "argus.code_source_sha256": key.code["source_sha256"],
+                **hardframes.tags(hard_info["hard"], args.hard_frame_weight)}
         mv, created = registry.register(name, source_uri, mrun.info.run_id, identity, tags,
                                         description=f"clear -> {args.condition} weather generator (CUT family)")
         registry.set_alias(name, CHALLENGER, mv.version)
@@ -283,6 +297,8 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
             "generator_params": model.n_params["generator"], "train_frames": {"clear": n_clear, args.condition: n_adverse},
             "init_from": init["from"], "init_from_version": init["version"], "init_from_requested": init["requested"],
             "checkpoints": ckpts.folder,
+            "hard_set": (hard_info["hard"] or {}).get("sha"), "hard_frame_weight": args.hard_frame_weight,
+            "hard_sampling": hard_info["summary"],
         }
 
 
