@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
+from argus_airflow.judge_params import judge_params
 from argus_airflow.training_params import CONDITION_LABELS, CONDITIONS
 
 SPLITS = ["train", "val", "test"]
@@ -45,4 +46,5 @@ def generation_params() -> dict[str, Param]:
         "quarantine_threshold": Param(0.02, type="number", minimum=0, maximum=0.5, title="Quarantine threshold"),
         "min_frames_per_group": Param(1, type="integer", minimum=1, title="Minimum frames per condition and split"),
         "retrain_segmenter": Param(False, type="boolean", title="Retrain the reference segmenter"),
+        **judge_params(),
     }

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
+from argus_airflow.judge_params import judge_params
+
 CONDITIONS = ["fog", "rain", "snow", "night"]
 CONDITION_LABELS = {"fog": "Fog", "rain": "Rain", "snow": "Snow", "night": "Night"}
 
@@ -159,6 +161,7 @@ def _params(default_model_config: str) -> dict[str, Param]:
             enum=["auto", "yes", "no"],
             values_display={"auto": "auto: only for the full config", "yes": "yes, always", "no": "no"},
         ),
+        **judge_params(),
         "retrain_segmenter": Param(
             False,
             type="boolean",

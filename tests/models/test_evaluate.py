@@ -15,6 +15,8 @@ import pytest
 
 from argus_tasks.contract import EXIT_PERMANENT, PermanentStepError
 
+from .promotion_support import JUDGE_TEST_FLOORS
+
 TRAIN = ["train", "--condition", "fog", "--steps", "2"]
 
 
@@ -40,7 +42,7 @@ def test_evaluate_judges_every_eval_frame_records_drives_and_tags_the_judge(sess
     from argus_tasks.models.registry_adapter import Registry
 
     run_id, run = validated_run
-    assert steps(["segmenter"], run_id)[0] == 0
+    assert steps(["segmenter", *JUDGE_TEST_FLOORS], run_id)[0] == 0
     rc, trained = steps(TRAIN, run_id)
     assert rc == 0, run.read_json("train/fog/failure.json")
     rc, ev = steps(["evaluate", "--condition", "fog"], run_id)
@@ -93,7 +95,7 @@ def test_evaluate_judges_every_eval_frame_records_drives_and_tags_the_judge(sess
 
 def test_too_few_eval_frames_is_a_permanent_error_that_says_what_to_do(session_segmenter, steps, validated_run):
     run_id, run = validated_run
-    assert steps(["segmenter"], run_id)[0] == 0
+    assert steps(["segmenter", *JUDGE_TEST_FLOORS], run_id)[0] == 0
     assert steps(TRAIN, run_id)[0] == 0
     rc, _ = steps(["evaluate", "--condition", "fog", "--min-eval-frames", "49"], run_id)
     msg = run.read_json("evaluate/fog/failure.json")["message"]

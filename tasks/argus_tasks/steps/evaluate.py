@@ -118,6 +118,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     from argus_tasks.models.images import grid, png_bytes
     from argus_tasks.models.references import calibrated_references
     from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL, Registry
+    from argus_tasks.models.resolution import at_generator_size, judge_size
     from argus_tasks.models.runtime import set_threads, single_thread
     from argus_tasks.models.segmenter_registry import load_version, pinned_segmenter
     from argus_tasks.steps.train import log_params_once
@@ -146,7 +147,12 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     if source_seq is None or real_seq is None:
         log.warning("some evaluation frames have no sequence id: promote will resample frames, not drives")
     eval_sha = F.frame_list_sha256(source=source_rows, real=real_rows)
-    size = int(trained.get("config", {}).get("image_size") or source_rows["width"].iloc[0])
+    # one resolution policy (models/resolution.py): the judge sees every frame at its own resolution
+    gen_size = int(trained.get("config", {}).get("image_size") or 0) or None
+    size = judge_size(pinned, int(source_rows["width"].iloc[0]))
+    if gen_size and gen_size != size:
+        log.warning("the generator works at %d px, the judge at %d px: generated frames are resized to %d px",
+                    gen_size, size, size)
     judge = {"model_name": pinned.get("model_name", SEGMENTER_MODEL), "version": str(pinned["version"]),
              "content_hash": pinned.get("content_hash")}
     frame_list = {"source": source_rows["frame_id"].tolist(), "real": real_rows["frame_id"].tolist(),
@@ -154,7 +160,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                   "max_frames": args.max_frames, "min_eval_frames": args.min_eval_frames,
                   "n_source_sequences": int(source_rows["sequence"].nunique()),
                   "n_real_sequences": int(real_rows["sequence"].nunique()),
-                  "seed": args.seed, "size": size, "segmenter_version": judge["version"], "judge": judge}
+                  "seed": args.seed, "size": size, "generator_size": gen_size, "segmenter_version": judge["version"], "judge": judge}
     ctx.run.write_json(f"{out}/eval_frames.json", frame_list)
     log.info("evaluation set of %s (revision %s): %d clear frames in %d sequences, %d %s frames in %d sequences; "
              "sha256 %s", c, revision, len(source_rows), frame_list["n_source_sequences"], len(real_rows), c,
@@ -167,7 +173,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     name = trained["model_name"]
     candidates: dict[str, dict] = {}  # key -> {callable, name, version, learned, content_hash}
     challenger = load_version(registry, name, trained["model_version"]).to(device)
-    candidates["challenger"] = {"fn": lambda x, g=challenger: translate(g, x, seed=args.seed),
+    candidates["challenger"] = {"fn": at_generator_size(lambda x, g=challenger: translate(g, x, seed=args.seed),
+                                                        gen_size),
                                 "name": f"{name} v{trained['model_version']}", "version": str(trained["model_version"]),
                                 "learned": True, "content_hash": trained.get("content_hash")}
     champ_mv = registry.alias(name, CHAMPION)
@@ -180,7 +187,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
             champion_error = f"champion v{champ_mv.version} could not be loaded: {exc}"
             log.error("%s", champion_error)
         else:
-            candidates["champion"] = {"fn": lambda x, g=champion: translate(g, x, seed=args.seed),
+            candidates["champion"] = {"fn": at_generator_size(lambda x, g=champion: translate(g, x, seed=args.seed),
+                                                              gen_size),
                                       "name": f"{name} v{champ_mv.version}", "version": str(champ_mv.version),
                                       "learned": True, "content_hash": champ_mv.tags.get("argus.content_hash")}
     cal_clear, _ = F.load_frames(root, F.select(manifest, "clear", ("train",), args.calibration_frames, args.seed),
