@@ -91,6 +91,8 @@ PROMOTE = StepSpec(
         "--margin", "{{ params.promotion_margin }}",
         "--kid-tolerance", "{{ params.kid_tolerance }}",
         "--require-beat-reference", "{{ params.require_beat_reference }}",
+        "--fidelity-margin", "{{ params.fidelity_margin }}",
+        "--min-fidelity", "{{ params.fidelity_floor }}",
         "--approval", "{{ ti.xcom_pull(task_ids='approve', map_indexes=ti.map_index) | tojson }}",
     ),
     doc="Decide champion vs challenger (paired bootstrap) and move the MLflow alias; serialised by a 1-slot pool.",

@@ -241,7 +241,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         ctx.run.write_bytes(f"{out}/grids/{key}.png", png_bytes(
             grid([src_x[:n_grid], rec.samples[:n_grid], real_x[:n_grid]])))
         metrics_doc["candidates"][key] = {
-            "name": cand["name"], "version": cand["version"], "learned": cand["learned"],
+            "name": cand["name"], "version": cand["version"], "learned": cand["learned"], "judge_version": judge["version"],
             "content_hash": cand["content_hash"], "metrics": rec.metrics, "sanity": rec.sanity,
             "per_class": rec.per_class, "records": f"records/{key}.npz", "grid": f"grids/{key}.png",
             **({"params": cand["params"]} if "params" in cand else {})}
@@ -264,6 +264,9 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                            "eval_frames_sha256": eval_sha, "dataset_revision": revision, "device": str(device)})
         for key, rec in records.items():
             mlflow.log_metrics({f"{key}.{k}": float(v) for k, v in rec.metrics.items()})
+            # label fidelity per class (thin classes first to suffer): the judge's IoU on the generated frames
+            mlflow.log_metrics({f"{key}.fidelity_{cls}": float(v["iou_generated"]) for cls, v in rec.per_class.items()
+                                if v["iou_generated"] == v["iou_generated"]})
         mlflow.log_artifacts(str(ctx.run.localize(out)), artifact_path=f"evaluate_{c}")
         mlflow.log_text(json.dumps(metrics_doc, indent=2, default=str), f"evaluate_{c}/metrics.json")
 
