@@ -116,6 +116,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     from argus_tasks.models.evaluation import evaluate_candidate, real_side
     from argus_tasks.models.generator import translate
     from argus_tasks.models.images import grid, png_bytes
+    from argus_tasks.models.predictiveness import class_rank_correlation, format_figure
+    from argus_tasks.models.predictiveness import metrics_of as rank_metrics
     from argus_tasks.models.references import calibrated_references
     from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL, Registry
     from argus_tasks.models.resolution import at_generator_size, judge_size
@@ -206,15 +208,19 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                            "name": ref_name, "version": None, "learned": False, "content_hash": None,
                            "params": ref.to_dict()["params"]}
 
-    records = {}
+    records, ranking = {}, {}
     for key, cand in candidates.items():
         rec = evaluate_candidate(cand["name"], cand["fn"], segmenter, src_x, src_y, real, CLASSES, seed=args.seed,
                                  device=device, batch_size=args.batch_size)
         records[key] = rec
+        # downstream predictiveness (reported, not gated): does it rank classes as the real condition does?
+        ranking[key] = class_rank_correlation(rec.gen_conf, real.conf, source_seq, real_seq, class_names=CLASSES,
+                                              seed=args.seed)
+        rec.metrics.update(rank_metrics(ranking[key]))
         m = rec.metrics
-        log.info("%-22s KID %.5f  class-wise gap %.4f  aggregate gap %.4f  label preservation %.4f  sanity %s",
-                 key, m["kid"], m["classwise_gap"], m["aggregate_gap"], m["label_preservation"],
-                 "ok" if all(rec.sanity.values()) else f"FAILED {rec.sanity}")
+        log.info("%-22s KID %.5f  class-wise gap %.4f  aggregate gap %.4f  label fidelity %.4f  class-rank rho %s  "
+                 "sanity %s", key, m["kid"], m["classwise_gap"], m["aggregate_gap"], m["label_preservation"],
+                 format_figure(ranking[key]), "ok" if all(rec.sanity.values()) else f"FAILED {rec.sanity}")
 
     # --- artifacts
     ids = {"source": np.asarray(source_rows["frame_id"].astype(str).tolist(), dtype=str),
@@ -244,6 +250,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
             "name": cand["name"], "version": cand["version"], "learned": cand["learned"], "judge_version": judge["version"],
             "content_hash": cand["content_hash"], "metrics": rec.metrics, "sanity": rec.sanity,
             "per_class": rec.per_class, "records": f"records/{key}.npz", "grid": f"grids/{key}.png",
+            "predictiveness": ranking[key],
             **({"params": cand["params"]} if "params" in cand else {})}
         for cls, v in rec.per_class.items():
             table_rows.append(f"{key},{cls},{v['iou_generated']:.4f},{v['iou_real']:.4f},{v['abs_gap']:.4f}")
@@ -278,7 +285,10 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     log.info("tagged %s v%s with its judge and evaluation frames: %s", name, trained["model_version"], lineage)
 
     chal = records["challenger"]
-    summary = {key: {k: rec.metrics[k] for k in ("kid", "classwise_gap", "aggregate_gap", "label_preservation")}
+    summary = {key: {**{k: rec.metrics[k] for k in ("kid", "classwise_gap", "aggregate_gap", "label_preservation",
+                                                     "class_rank_spearman", "class_rank_spearman_lo",
+                                                     "class_rank_spearman_hi")},
+                     "fidelity_per_class": {cls: v["iou_generated"] for cls, v in rec.per_class.items()}}
                for key, rec in records.items()}
     return {"condition": c, "challenger_version": str(trained["model_version"]), "model_name": name,
             "champion_version": metrics_doc["champion_version"], "segmenter_version": pinned["version"],
