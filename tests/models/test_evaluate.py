@@ -60,6 +60,15 @@ def test_evaluate_judges_every_eval_frame_records_drives_and_tags_the_judge(sess
     assert doc["eval_frames_sha256"] == sha and doc["frames"]["n_source"] == 48 and doc["frames"]["n_real"] == 48
     assert ev["eval_frames_sha256"] == sha and (ev["n_source"], ev["n_real"]) == (48, 48)
     assert ev["device"] == "cpu" and ev["judge"]["version"] == session_segmenter["version"]
+    # every candidate was scored by this run's judge, at its resolution; each has its class-rank figure
+    assert {e["judge_version"] for e in doc["candidates"].values()} == {session_segmenter["version"]}
+    assert frames["size"] == session_segmenter["image_size"] == 64
+    for key, entry in doc["candidates"].items():
+        rank = entry["predictiveness"]
+        assert rank["n_classes"] >= 3 and entry["metrics"]["class_rank_spearman"] == rank["spearman"], key
+        assert rank["resampled"] == {"source": "sequences", "real": "sequences"}
+        assert -1 <= rank["lo"] <= rank["spearman"] <= rank["hi"] <= 1, (key, rank)
+    assert set(ev["metrics"]["challenger"]["fidelity_per_class"]) >= {"lane_marking", "pole"}
 
     # per-frame records carry the drive of every frame, in the frame order of the list
     for key in ("challenger", "identity", "real"):
