@@ -35,6 +35,8 @@ sys.path.insert(0, str(HERE))
 from bench_quality import CACHE, dataset, load, segmenter  # noqa: E402  (shared data and judge cache)
 
 METRICS = ("hard_fidelity", "rest_fidelity", "hard_realism", "rest_realism", "kid", "classwise_gap")
+DERIVED = {"fidelity_hard_minus_rest": ("hard_fidelity", "rest_fidelity"),
+           "realism_hard_minus_rest": ("hard_realism", "rest_realism")}
 
 
 def judge_frames(seg, model, src_x, src_y, real, real_ids):
@@ -160,7 +162,8 @@ def main() -> None:
     weights = [float(w) for w in args.weights.split(",")]
     results: dict = {"condition": c, "steps": args.steps, "history": args.history, "seeds": args.seeds,
                      "n_hard": int(is_hard.sum()), "n_rest": int((~is_hard).sum()),
-                     "oversampled_groups": content["oversample"]["keys"], "arms": {}}
+                     "oversampled_groups": content["oversample"]["keys"],
+                     "groups": content["groups"].get("group", []), "arms": {}}
     for w in weights:
         sample_w, summary = train_weights(content, train_rows, [y.numpy() for y in train_labels], w)
         arm = results["arms"].setdefault(f"{w:g}", {"sampling": summary, "runs": []})
@@ -179,15 +182,24 @@ def main() -> None:
     print_table(results)
 
 
+def main_table(path: str) -> None:
+    """``--table FILE``: print the table of an earlier run's JSON."""
+    print_table(json.loads(Path(path).read_text()))
+
+
 def print_table(results: dict) -> None:
     arms = results["arms"]
+    for arm in arms.values():  # how far the hard frames trail the rest, per run (a generator that does little
+        for r in arm["runs"]:  # keeps fidelity high everywhere; the gap is what oversampling should close)
+            r.update({k: r[a] - r[b] for k, (a, b) in DERIVED.items()})
+    metrics = (*METRICS, *DERIVED)
     print(f"\n{results['condition']}: {results['n_hard']} hard / {results['n_rest']} other frames, {results['steps']} "
           f"steps, {results['seeds']} seeds; mean ± sd over seeds (fidelity: higher is better; realism ratio, KID, "
           "gap: lower is better)")
-    print(f"| weight | share of hard-like draws | {' | '.join(METRICS)} |")
-    print("|---|---:|" + "---:|" * len(METRICS))
+    print(f"| weight | share of hard-like draws | {' | '.join(metrics)} |")
+    print("|---|---:|" + "---:|" * len(metrics))
     for w, arm in arms.items():
-        cells = [mean_sd([r[k] for r in arm["runs"]]) for k in METRICS]
+        cells = [mean_sd([r[k] for r in arm["runs"]]) for k in metrics]
         print(f"| {w} | {arm['sampling']['hard_like_share_weighted']:.2f} | {' | '.join(cells)} |")
     control = arms.get("0")
     if control:
@@ -195,9 +207,12 @@ def print_table(results: dict) -> None:
         for w, arm in arms.items():
             if w == "0":
                 continue
-            diffs = {k: [a[k] - b[k] for a, b in zip(arm["runs"], control["runs"], strict=False)] for k in METRICS}
+            diffs = {k: [a[k] - b[k] for a, b in zip(arm["runs"], control["runs"], strict=False)] for k in metrics}
             print(f"| {w} - 0 | " + " | ".join(f"{k} {mean_sd(v)}" for k, v in diffs.items()) + " |")
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":
+        main_table(sys.argv[2])
+    else:
+        main()

@@ -62,6 +62,7 @@ def test_training_oversamples_only_groups_where_hard_frames_are_over_represented
     scored = _scored()
     assert G.oversampled_groups(["f0", "f1", "f2", "f7"], scored) == ["building+sky | dim"]
     assert G.oversampled_groups(["f0", "f7"], scored, min_hard=2) == [], "one hard frame per group is not a pattern"
-    assert G.oversampled_groups(["f0", "f7"], scored, min_hard=1) == ["building+sky | dim"]
+    assert G.oversampled_groups(["f0", "f7"], scored, min_hard=1) == [], "lift 1.25: not clearly over-represented"
+    assert G.oversampled_groups(["f0", "f7"], scored, min_hard=1, min_lift=1.2) == ["building+sky | dim"]
     everything = [f"f{i}" for i in range(10)]
     assert G.oversampled_groups(everything, scored) == [], "all hard: no group stands out"

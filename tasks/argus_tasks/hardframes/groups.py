@@ -120,9 +120,13 @@ def summarize(hard_ids, scored, dimensions=GROUP_DIMENSIONS) -> dict[str, list[d
     return out
 
 
-def oversampled_groups(hard_ids, scored, min_hard: int = 2) -> list[str]:
-    """The transfer keys (:func:`transfer_key`) where hard frames are over-represented (lift > 1) and at
-    least ``min_hard`` of them fall: what ``train`` oversamples."""
+MIN_LIFT = 1.5
+
+
+def oversampled_groups(hard_ids, scored, min_hard: int = 2, min_lift: float = MIN_LIFT) -> list[str]:
+    """The transfer keys (:func:`transfer_key`) where hard frames are clearly over-represented (hard rate at
+    least ``min_lift`` times the overall one) and at least ``min_hard`` of them fall: what ``train``
+    oversamples. (A lift just above 1 would pick the commonest group and oversample most of the data.)"""
     frames = scored.drop_duplicates("frame_id").copy()
     if frames.empty:
         return []
@@ -133,6 +137,6 @@ def oversampled_groups(hard_ids, scored, min_hard: int = 2) -> list[str]:
     keys = []
     for key, part in frames.groupby("_key", sort=True):
         n_hard = int(part["frame_id"].isin(set(hard_ids)).sum())
-        if n_hard >= min_hard and overall and n_hard / len(part) > overall:
+        if n_hard >= min_hard and overall and n_hard / len(part) >= min_lift * overall:
             keys.append(str(key))
     return keys
