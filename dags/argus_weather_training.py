@@ -11,7 +11,17 @@ from argus_airflow.approval import ConditionalApprovalOperator
 from argus_airflow.factory import MAP_INDEX_TEMPLATE, heavy_step
 from argus_airflow.run_timeout import APPROVAL_WINDOW, dagrun_timeout
 from argus_airflow.training_params import training_params
-from argus_airflow.training_steps import EVALUATE, GROUP_ID, PROMOTE, PULL, REPORT, SEGMENTER, TRAIN, VALIDATE
+from argus_airflow.training_steps import (
+    EVALUATE,
+    GROUP_ID,
+    PROMOTE,
+    PULL,
+    REPORT,
+    SEGMENTER,
+    TRAIN,
+    VALIDATE,
+    train_step,
+)
 
 SETTINGS = settings.load()
 
@@ -78,7 +88,8 @@ with DAG(
     @task_group(group_id=GROUP_ID, prefix_group_id=False)
     def per_condition(condition):
         """train -> evaluate -> approve -> promote for one condition, independent of the other conditions."""
-        train = heavy_step(TRAIN, settings=SETTINGS, condition=condition)
+        # ARGUS_TRAIN_GPUS > 1: torchrun, one DDP rank per GPU of the pod
+        train = heavy_step(train_step(SETTINGS.train_gpus), settings=SETTINGS, condition=condition)
         evaluate = heavy_step(EVALUATE, settings=SETTINGS, condition=condition)
         approve = ConditionalApprovalOperator(task_id="approve", condition=condition,
                                               map_index_template=MAP_INDEX_TEMPLATE,
