@@ -24,8 +24,7 @@ fi
 
 echo "argus: migrating the Airflow metadata database (SQLite in $AIRFLOW_HOME)"
 airflow db migrate >"$ARGUS_HOME/logs/db-migrate.log" 2>&1 || { tail -n 40 "$ARGUS_HOME/logs/db-migrate.log"; exit 1; }
-airflow pools set argus_gpu "${ARGUS_GPU_POOL_SLOTS:-1}" "Shared GPU pool: one slot per GPU" >/dev/null
-airflow pools set argus_promotion 1 "Serialises champion promotions" >/dev/null
+"$(dirname "$0")/init_pools.sh"  # GPU pools (shared + one per team quota) and argus_promotion
 
 # ARGUS_DATASET_INIT_ARGS: extra options (size, counts...) of `argus-task dataset init`, used by the tests
 # shellcheck disable=SC2086

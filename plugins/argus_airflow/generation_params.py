@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
+from argus_airflow.teams import team_param
 from argus_airflow.training_params import CONDITION_LABELS, CONDITIONS
 
 SPLITS = ["train", "val", "test"]
@@ -12,6 +13,7 @@ SPLITS = ["train", "val", "test"]
 def generation_params() -> dict[str, Param]:
     """Defaults suit a run started by a champion change: the standing dataset, the test split, the champion."""
     return {
+        "team": team_param(),
         "conditions": Param(
             list(CONDITIONS), type="array", title="Weather conditions",
             description="Conditions to generate. A run started by a champion change generates only the "

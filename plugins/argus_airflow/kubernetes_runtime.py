@@ -15,6 +15,8 @@ of a try whose worker died (Airflow 3.3+: through the task state store) instead 
 
 from __future__ import annotations
 
+import re
+
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import models as k8s
 
@@ -109,6 +111,19 @@ def pod_kwargs(spec: StepSpec, settings: Settings) -> dict:
         kwargs["tolerations"] = [k8s.V1Toleration(key=settings.gpu_toleration_key, operator="Exists",
                                                   effect="NoSchedule")]
     return kwargs
+
+
+def team_labels(spec: StepSpec, settings: Settings, team: str) -> dict[str, str]:
+    """The pod labels of the run's team: ``argus.io/team`` on every pod and, on GPU pods, the team's Kueue
+    queue (``kueue.x-k8s.io/queue-name``, ``ARGUS_KUEUE_QUEUE``), so the cluster holds the team's quota too."""
+    from argus_airflow.teams import TEAM_PATTERN
+
+    if not re.fullmatch(TEAM_PATTERN, team or ""):  # not rendered (a pod built outside a run): no team label
+        return {}
+    labels = {"argus.io/team": team}
+    if spec.gpus and settings.kueue_queue:
+        labels["kueue.x-k8s.io/queue-name"] = settings.kueue_queue.format(team=team)
+    return labels
 
 
 def _base_status(remote_pod, container_name: str):

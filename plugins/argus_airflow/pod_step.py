@@ -36,8 +36,11 @@ class PodStepOperator(StepOperatorMixin, BaseOperator):
 
     def build_pod_operator(self):
         """The KubernetesPodOperator for the (rendered) arguments and env of this task."""
-        from argus_airflow.kubernetes_runtime import ArgusPodOperator, container_command, pod_kwargs
+        from argus_airflow.kubernetes_runtime import ArgusPodOperator, container_command, pod_kwargs, team_labels
 
+        kwargs = pod_kwargs(self.step_spec, self.settings)
+        # the team is a run Param: known once the env is rendered
+        kwargs["labels"].update(team_labels(self.step_spec, self.settings, str(self.env_vars.get("ARGUS_TEAM", ""))))
         return ArgusPodOperator(
             task_id=self.task_id,
             step_spec=self.step_spec,
@@ -46,7 +49,7 @@ class PodStepOperator(StepOperatorMixin, BaseOperator):
             cmds=container_command(self.cmds),
             arguments=[str(a) for a in self.arguments],
             env_vars={k: str(v) for k, v in self.env_vars.items()},
-            **pod_kwargs(self.step_spec, self.settings),
+            **kwargs,
         )
 
     def build_pod(self, context=None):

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from argus_airflow import teams as teams_mod
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNTIMES = ("local", "kubernetes")
 DEFAULT_SCHEDULE = "0 2 * * 1,4"  # Mon and Thu 02:00 UTC
@@ -57,6 +59,8 @@ class Settings:
     startup_timeout_s: int = DEFAULT_STARTUP_TIMEOUT_S
     image_digest: str = ""  # sha256:<64 hex> of the task image, when known (lineage)
     git_commit: str = ""  # commit of this Airflow deployment's DAGs and plugins (baked into its image)
+    teams: teams_mod.TeamPlan = field(default_factory=teams_mod.TeamPlan)  # default team, GPU quotas, their pools
+    kueue_queue: str = "{team}-gpu"  # Kueue LocalQueue of a GPU pod (label kueue.x-k8s.io/queue-name); "" = none
 
     @property
     def kubernetes(self) -> bool:
@@ -99,7 +103,17 @@ def load() -> Settings:
         startup_timeout_s=_seconds("ARGUS_STARTUP_TIMEOUT_S", DEFAULT_STARTUP_TIMEOUT_S),
         image_digest=image_digest(image, _env("ARGUS_TASK_IMAGE_DIGEST", "")),
         git_commit=_commit("ARGUS_GIT_COMMIT"),
+        teams=teams_mod.load_plan(),
+        kueue_queue=_kueue_queue(),
     )
+
+
+def _kueue_queue() -> str:
+    value = os.environ.get("ARGUS_KUEUE_QUEUE", "{team}-gpu").strip()
+    if value and "{team}" not in value:
+        raise ValueError(f"ARGUS_KUEUE_QUEUE={value!r} must name the team's queue with {{team}} (e.g. "
+                         "'{team}-gpu'), or be empty for no Kueue queue label")
+    return value
 
 
 def image_digest(image: str, declared: str) -> str:

@@ -152,6 +152,8 @@ def contract_env(settings: Settings, spec: StepSpec) -> dict[str, str]:
         "ARGUS_TASK_ID": "{{ task.task_id }}",
         "ARGUS_TRY_NUMBER": "{{ ti.try_number }}",
         "ARGUS_MAP_INDEX": "{{ ti.map_index }}",
+        # the run's team (Param ``team``; a DAG without it: the deployment's default team)
+        "ARGUS_TEAM": "{{ params.team | default('" + settings.teams.default_team + "') }}",
         "PYTHONUNBUFFERED": "1",
     }
     if settings.mlflow_conn_id:  # the Airflow connection wins over the plain setting, read at run time

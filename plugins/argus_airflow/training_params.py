@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
+from argus_airflow.teams import team_param
+
 CONDITIONS = ["fog", "rain", "snow", "night"]
 CONDITION_LABELS = {"fog": "Fog", "rain": "Rain", "snow": "Snow", "night": "Night"}
 
@@ -33,6 +35,7 @@ def training_params(default_model_config: str, defaults: dict | None = None) -> 
 
 def _params(default_model_config: str) -> dict[str, Param]:
     return {
+        "team": team_param(),
         "conditions": Param(
             list(CONDITIONS),
             type="array",

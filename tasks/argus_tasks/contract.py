@@ -44,6 +44,7 @@ ENV_IMAGE = "ARGUS_IMAGE"  # task image reference (lineage); repo@sha256:... nam
 ENV_IMAGE_DIGEST = "ARGUS_IMAGE_DIGEST"  # sha256:<64 hex> of the task image, when the deployment knows it
 ENV_SCRATCH = "ARGUS_SCRATCH"  # local scratch directory (cache of an s3:// store)
 ENV_CPU_REQUEST = "ARGUS_CPU_REQUEST"  # the CPUs the step was given (a Kubernetes quantity: "2", "500m")
+ENV_TEAM = "ARGUS_TEAM"  # the run's team (Param team): tag argus.team of every MLflow run and model version
 
 UNKNOWN = "unknown"
 COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_XCOM_RETURN = "/airflow/xcom/return.json"  # what KubernetesPodOperator's sidecar reads
 DEFAULT_STORE = ".argus/store"
+DEFAULT_TEAM = "default"  # a step run by hand, outside a DAG run (the deployment default of ARGUS_TEAM)
 CONDITIONS = ("fog", "rain", "snow", "night")
 SOURCE_CONDITION = "clear"
 
@@ -92,6 +94,7 @@ class StepContext:
     extra: dict = field(default_factory=dict)
     image_digest: str = ""
     dag_git_commit: str = ""
+    team: str = ""
 
     @classmethod
     def from_env(cls, environ: os._Environ | dict | None = None) -> StepContext:
@@ -110,6 +113,7 @@ class StepContext:
             dvc_remote=env.get(ENV_DVC_REMOTE, ""),
             image_digest=image_digest(env),
             dag_git_commit=_commit(env, ENV_DAG_GIT_COMMIT),
+            team=str(env.get(ENV_TEAM, "") or "").strip(),
         )
 
     @property
@@ -134,6 +138,7 @@ class StepContext:
             tags["argus.image_digest"] = self.image_digest
         if self.dag_git_commit:
             tags["argus.dag_git_commit"] = self.dag_git_commit
+        tags["argus.team"] = self.team or DEFAULT_TEAM
         return tags
 
 
