@@ -312,6 +312,7 @@ def _mlflow_run(ctx, condition: str, key):
     """
     import mlflow
 
+    from argus_tasks import system_metrics  # CPU, memory (and GPU) of the run, sampled by MLflow
     from argus_tasks.tracking import ensure_reachable, experiment_name, find_run, use_experiment
 
     ensure_reachable()
@@ -322,9 +323,10 @@ def _mlflow_run(ctx, condition: str, key):
     previous = find_run(mlflow.MlflowClient(), experiment_id, identity)
     if previous is not None:
         log.info("reopening MLflow run %s of an earlier try with the same reuse key", previous.info.run_id)
-        run = mlflow.start_run(run_id=previous.info.run_id)
+        run = mlflow.start_run(run_id=previous.info.run_id, **system_metrics.run_kwargs())
         mlflow.set_tags(tags)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{condition}", tags=tags)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{condition}", tags=tags,
+                               **system_metrics.run_kwargs())
     with run:
         yield run
