@@ -22,6 +22,7 @@ from argus_airflow.training_steps import (
     SEGMENTER,
     TRAIN,
     VALIDATE,
+    train_step,
 )
 
 SETTINGS = settings.load()
@@ -92,7 +93,8 @@ with DAG(
     @task_group(group_id=GROUP_ID, prefix_group_id=False)
     def per_condition(condition):
         """train -> evaluate -> approve -> promote for one condition, independent of the other conditions."""
-        train = heavy_step(TRAIN, settings=SETTINGS, condition=condition)
+        # ARGUS_TRAIN_GPUS > 1: torchrun, one DDP rank per GPU of the pod
+        train = heavy_step(train_step(SETTINGS.train_gpus), settings=SETTINGS, condition=condition)
         evaluate = heavy_step(EVALUATE, settings=SETTINGS, condition=condition)
         approve = ConditionalApprovalOperator(task_id="approve", condition=condition,
                                               map_index_template=MAP_INDEX_TEMPLATE,

@@ -22,9 +22,11 @@ PRIORITY_WEIGHTS = {"data": 1, "training": 5, "evaluation": 8, "promotion": 10, 
 # Local disk (ephemeral-storage request = limit) per kind of step, unless the spec says otherwise: data
 # steps cache frames and Data Docs, training holds frames plus checkpoints, evaluation frames and grids.
 EPHEMERAL_STORAGE = {"data": "20Gi", "training": "50Gi", "evaluation": "20Gi", "promotion": "1Gi", "report": "1Gi"}
-# Memory-backed /dev/shm of GPU steps (NCCL, data loaders; the container default is 64 MiB). It counts
-# against the memory limit, so it stays at most half of it.
+# Memory-backed /dev/shm of GPU steps, per GPU (NCCL's intra-node buffers and data loaders, per rank; the
+# container default is 64 MiB). It counts against the memory limit, so it stays at most half of it.
 SHM_SIZE = {"training": "8Gi", "evaluation": "2Gi"}
+# torchrun restarts every rank from the last checkpoint this often before the step fails (then Airflow retries).
+TORCHRUN_MAX_RESTARTS = 2
 _QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T|m)?")
 _UNITS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
           "Ti": 2**40}
@@ -88,9 +90,13 @@ class StepSpec:
         step gets its kind's size, at most half its memory."""
         if self.shm_size or not self.gpus:
             return self.shm_size
-        default = SHM_SIZE.get(self.kind, "1Gi")
+        per_gpu = SHM_SIZE.get(self.kind, "1Gi")
+        wanted = quantity(per_gpu, "shm") * self.gpus  # one rank per GPU
         half = quantity(self.memory, "memory") / 2
-        return default if quantity(default, "shm") <= half else f"{int(half // 2**20)}Mi"
+        if self.gpus == 1 and wanted <= half:
+            return per_gpu
+        size = min(wanted, half)
+        return f"{int(size // 2**30)}Gi" if size % 2**30 == 0 else f"{int(size // 2**20)}Mi"
 
     @property
     def full_arguments(self) -> list[str]:
@@ -115,6 +121,16 @@ class StepSpec:
     @property
     def pool_slots(self) -> int:
         return max(self.gpus, 1)
+
+
+def torchrun_command(gpus: int, max_restarts: int = TORCHRUN_MAX_RESTARTS) -> tuple[str, ...]:
+    """The command of a step with ``gpus`` ranks on one node: torchrun through ``argus-task torchrun`` (the
+    image's entrypoint program; it keeps the step's exit codes), one rank per GPU, restarted from the last
+    checkpoint up to ``max_restarts`` times; each rank runs ``python -m argus_tasks <step> ...``."""
+    if gpus < 2:
+        raise ValueError(f"torchrun is for 2 or more GPUs, got {gpus}")
+    return ("argus-task", "torchrun", "--standalone", f"--nproc-per-node={gpus}", f"--max-restarts={max_restarts}",
+            "-m", "argus_tasks")
 
 
 def contract_env(settings: Settings, spec: StepSpec) -> dict[str, str]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
-from argus_airflow.step_spec import StepSpec
+from argus_airflow.step_spec import StepSpec, quantity, torchrun_command
 
 CONDITION = "{{ task.condition }}"
 GROUP_ID = "per_condition"
@@ -134,5 +135,23 @@ REPORT = StepSpec(
     arguments=("--conditions", "{{ params.conditions | join(',') }}"),
     doc="Summary table and links of the run, as a Markdown artifact; runs whatever happened upstream.",
 )
+
+
+
+def train_step(gpus: int) -> StepSpec:
+    """The train step on ``gpus`` GPUs of one node (``ARGUS_TRAIN_GPUS``): :data:`TRAIN` for one; for more,
+    one torchrun rank per GPU (DDP) with the CPUs, memory and ``/dev/shm`` of one GPU's step per GPU, and as
+    many slots of the GPU pool."""
+    if gpus < 1:
+        raise ValueError(f"ARGUS_TRAIN_GPUS={gpus}: the train step needs at least one GPU")
+    if gpus == 1:
+        return TRAIN
+    memory_gi = int(quantity(TRAIN.memory, "memory") // 2**30) * gpus
+    return dataclasses.replace(
+        TRAIN, gpus=gpus, cpu=str(int(quantity(TRAIN.cpu, "cpu")) * gpus), memory=f"{memory_gi}Gi",
+        command=torchrun_command(gpus),
+        doc=TRAIN.doc + f" Runs under torchrun: {gpus} ranks (DDP), one per GPU; a rank that dies restarts them "
+                        "all from the last checkpoint.")
+
 
 HEAVY_STEPS = (PULL, VALIDATE, BUDGET, SEGMENTER, TRAIN, EVALUATE, HARD_FRAMES, PROMOTE, REPORT)

@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, bool]] = {
     "summary": ("argus_tasks.steps.summary", False),
     "champions": ("argus_tasks.steps.champions", False),
     "audit": ("argus_tasks.steps.audit", False),
+    "torchrun": ("argus_tasks.torchrun", False),
 }
 
 log = logging.getLogger("argus")
@@ -138,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module_name, is_step = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"argus-task {name}", description=getattr(module, "HELP", None))
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    if getattr(module, "RAW_ARGUMENTS", False):  # a launcher: its arguments belong to the program it starts
+        args = argparse.Namespace(argv=rest)
+    else:
+        parser = argparse.ArgumentParser(prog=f"argus-task {name}", description=getattr(module, "HELP", None))
+        module.add_arguments(parser)
+        args = parser.parse_args(rest)
     _setup_logging()
     # SIGTERM (pod eviction, worker stop) ends the step at once; writes are atomic, so nothing
     # half-written is left behind, and a retry resumes from the last checkpoint.
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         if is_step:
             _record_failure(ctx, where, exc, 1)
         return 1
-    if is_step:
+    if is_step and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 answers for all ranks
         result.setdefault("step", where)
         result.update(cost.record(ctx, where, name, getattr(args, "condition", None), started, "succeeded"))
         result["duration_s"] = round(time.time() - started, 3)

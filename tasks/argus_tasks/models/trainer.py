@@ -7,13 +7,16 @@ step), a :class:`CheckpointStore` and an optional ``on_log`` callback for metric
 SIGTERM (pod eviction, node drain, ``on_kill``) does not lose the work done since the last
 checkpoint: while the loop runs, a handler only sets a flag; at the next step boundary the loop
 saves a checkpoint and raises :class:`TransientStepError` (exit 75), so the retry resumes from it.
-Under DDP the ranks agree on the flag every step, so they stop at the same step.
+
+Under DDP (torchrun, :mod:`argus_tasks.models.ddp`) each rank samples its own shard of the frames, the
+ranks agree every step on the SIGTERM flag and on the time budget's progress (so they stop at the same
+step and follow the same learning-rate schedule), every rank resumes from the same checkpoint, and rank
+0 alone writes checkpoints and logs. ``images_per_s`` counts the images of all ranks.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from argus_tasks.contract import TransientStepError
+from argus_tasks.models import ddp
 from argus_tasks.models.checkpoints import CheckpointStore
 from argus_tasks.models.generator import WeatherTranslator
 
@@ -51,25 +55,15 @@ class StopOnSigterm:
             signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
             self._installed = False
 
-    def agreed(self, device: torch.device) -> bool:
-        """The flag, OR-ed over all ranks when a process group is up (every rank stops at one step)."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self.requested
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
-
 
 @dataclass
 class TrainOutcome:
     steps: int
     resumed_from: int
     final_losses: dict[str, float]
-    images_per_s: float
+    images_per_s: float  # all ranks together
     train_seconds: float
-    images: int  # images (clear side) trained on by this call
+    images: int  # images (clear side) trained on by this call, by this rank
     cpu_seconds: float  # process CPU time of the loop: images / cpu_seconds does not depend on co-tenants
     loss_history: list[dict]
 
@@ -139,6 +133,7 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
     and logs. ``clear_weights`` oversamples source frames (:class:`BatchSampler`).
     """
     cfg = model.cfg
+    world = ddp.world_size()
     torch.manual_seed(seed + rank)
     gen = torch.Generator().manual_seed(seed * 1000 + rank)
     start_step = 0
@@ -153,12 +148,16 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
                 torch.manual_seed(seed + rank + 7919 * start_step)
                 gen.manual_seed(seed * 1000 + rank + 7919 * start_step)
             log.info("resuming from checkpoint at step %d (%s)", start_step, checkpoints.path(start_step))
+    if not ddp.same_everywhere(start_step, model.device):
+        raise RuntimeError(f"rank {rank} resumed from step {start_step}, another rank from another step: the ranks "
+                           "see different checkpoints (is the run store shared by every node?)")
+    clear, adverse = ddp.shard(clear, rank, world), ddp.shard(adverse, rank, world)
+    if clear_weights is not None:
+        clear_weights = ddp.shard(clear_weights, rank, world)  # the same frames as this rank's clear share
     # constant learning rate for the first half, then linear decay to zero (as in CycleGAN/CUT);
     # progress is the fraction of the steps, or of the time budget when that runs out first
-    def set_lr(step: int) -> None:
-        progress = step / max(steps, 1)
-        if max_seconds:
-            progress = max(progress, (clock() - started) / max_seconds)
+    def set_lr(step: int, time_fraction: float) -> None:
+        progress = max(step / max(steps, 1), time_fraction)
         factor = 1.0 if progress < 0.5 else max(0.0, 2.0 * (1.0 - progress))
         for opt in (model.opt_g, model.opt_d):
             for group in opt.param_groups:
@@ -186,21 +185,25 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
     done_images = 0
     with StopOnSigterm() as stop:
         while step < steps:
-            if stop.agreed(model.device):
+            # one small collective a step: stop together on SIGTERM or at the time budget (the ranks' clocks differ)
+            used = (clock() - started) / max_seconds if max_seconds else 0.0
+            stop_requested, time_fraction = ddp.agree_max([stop.requested, used], model.device)
+            if stop_requested:
                 if step > saved:
                     save(step)
                 _stopped_for_retry(step, steps, checkpoints, rank)
-            if max_seconds is not None and clock() - started >= max_seconds:
+            if max_seconds is not None and time_fraction >= 1.0:
                 log.info("time budget of %.0fs reached at step %d", max_seconds, step)
                 break
-            set_lr(step)
+            set_lr(step, time_fraction)
             losses = model.train_step(sample_clear(), sample_adverse())
             step += 1
             done_images += cfg.batch_size
+            ddp.fault_hook(step, rank)
             if rank == 0 and (step % cfg.log_every_steps == 0 or step == steps):
                 now = time.time()
-                rate = done_images / max(now - wall_started, 1e-9)
-                eta = (steps - step) * cfg.batch_size / max(rate, 1e-9)
+                rate = world * done_images / max(now - wall_started, 1e-9)
+                eta = (steps - step) * world * cfg.batch_size / max(rate, 1e-9)
                 log.info("step %d/%d %s | %.1f images/s | eta %.0fs", step, steps,
                          " ".join(f"{k} {v:.4f}" for k, v in losses.items()), rate, eta)
                 record = {"step": step, **losses, "images_per_s": rate}
@@ -214,7 +217,7 @@ def train_translator(model: WeatherTranslator, clear: torch.Tensor, adverse: tor
         elapsed = time.time() - wall_started
         if step > saved:
             save(step)
-    images_per_s = done_images / elapsed if elapsed > 0 else 0.0
+    images_per_s = world * done_images / elapsed if elapsed > 0 else 0.0
     return TrainOutcome(steps=step, resumed_from=start_step, final_losses=losses, images_per_s=images_per_s,
                         train_seconds=elapsed, images=done_images, cpu_seconds=time.process_time() - cpu_started,
                         loss_history=history)
@@ -229,20 +232,3 @@ def _stopped_for_retry(step: int, steps: int, checkpoints: CheckpointStore | Non
     raise TransientStepError(
         f"training was stopped by SIGTERM (eviction, node drain or a kill) at step {step}/{steps}; the checkpoint "
         f"{where} holds that step, and the retry resumes from it")
-
-
-def distributed_setup() -> tuple[int, int, torch.device]:
-    """(rank, world size, device) for a torchrun launch; (0, 1, cpu/cuda) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        import torch.distributed as dist
-
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if not dist.is_initialized():
-            dist.init_process_group(backend)
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        return dist.get_rank(), world, device
-    return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -197,8 +197,15 @@ def generate(run, shard_id: str, seed: int = 0, strength: float = 1.0, runner_fa
 
 def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     from argus_tasks.models.runtime import set_threads
+    from argus_tasks.system_metrics import log_metrics_quietly, shard_run
 
     set_threads(args.threads)
-    return generate(ctx.run, args.shard_id, seed=args.seed, strength=args.strength, device=args.device,
-                    batch_size=args.batch_size, io_workers=args.io_workers, progress_every_s=args.progress_every_s,
-                    git_commit=ctx.git_commit)
+    # the shard's MLflow run carries its system metrics (CPU, memory, GPU); best effort, see system_metrics
+    with shard_run(ctx, args.shard_id, condition=args.shard_id.rpartition("-")[0] or None) as mrun:
+        result = generate(ctx.run, args.shard_id, seed=args.seed, strength=args.strength, device=args.device,
+                          batch_size=args.batch_size, io_workers=args.io_workers,
+                          progress_every_s=args.progress_every_s, git_commit=ctx.git_commit)
+        if mrun is not None:
+            log_metrics_quietly({k: float(result[k]) for k in ("n_frames", "n_written", "n_reused", "frames_per_s")},
+                                f"generate {args.shard_id}")
+    return result

@@ -12,8 +12,13 @@ reuse key (accepted data, config incl. ``--init-from``, code). A rerun with the 
 earlier result (``"reused"``) or resumes its checkpoints and finds its version; a changed key
 recomputes, says why (``"recomputed_because"``), never resumes another key's checkpoints and
 registers a new version. ``--init-from champion`` warm-starts the generator from the current
-champion's weights (scratch, with a log line, when there is none). Under torchrun (WORLD_SIZE > 1)
-every rank trains with DDP and rank 0 does the bookkeeping.
+champion's weights (scratch, with a log line, when there is none).
+
+Under torchrun (``argus-task torchrun --nproc-per-node=N ... -m argus_tasks train ...``, WORLD_SIZE > 1)
+every rank trains with DDP on its shard of the frames (:mod:`argus_tasks.models.ddp`); rank 0 alone logs
+to MLflow, writes checkpoints and registers the model; every rank resumes from the same checkpoint. At the
+end the ranks compare the hashes of their weights (``rank_content_hashes`` in the result; a mismatch fails
+the step before anything is registered) and every rank returns rank 0's result.
 """
 
 from __future__ import annotations
@@ -94,11 +99,13 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     import torch
 
     from argus_tasks.data.access import lineage
+    from argus_tasks.models import ddp
     from argus_tasks.models import frames as F
     from argus_tasks.models.checkpoints import CheckpointStore, remove_stale
     from argus_tasks.models.generator import WeatherTranslator
     from argus_tasks.models.runtime import set_threads
-    from argus_tasks.models.trainer import distributed_setup, train_translator
+    from argus_tasks.models.segmenter import content_hash
+    from argus_tasks.models.trainer import train_translator
 
     clear_rows = F.select(manifest, "clear", ("train",))
     adverse_rows = F.select(manifest, args.condition, ("train",))
@@ -114,9 +121,9 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     clear_weights, hard_summary = hardframes.weights(hard, clear_rows, None if hard is None else clear_labels.numpy())
     adverse, _ = F.load_frames(root, adverse_rows, size=size, labels=False)
 
-    rank, world, device = distributed_setup()
-    if device.type == "cpu":
-        set_threads(cfg.threads)
+    rank, world, device = ddp.setup()
+    if device.type == "cpu":  # the ranks of one machine share its CPUs
+        set_threads(max(1, cfg.threads // ddp.local_world_size()))
     # seeded initialisation: the same data, config and seed give the same weights (an A/A rerun is identical)
     torch.manual_seed(cfg.seed)
     model = WeatherTranslator(cfg, args.condition, device)
@@ -141,6 +148,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     if rank != 0:
         train_translator(model, clear, adverse, steps=cfg.steps, checkpoints=ckpts, seed=cfg.seed, rank=rank,
                          max_seconds=args.max_seconds, clear_weights=clear_weights)
+        ddp.gather(content_hash(model.G))
         return _share_result(None, world)
     hard_info = {"hard": hard, "weights": clear_weights, "summary": hard_summary}
     result = _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, device, lineage(ctx.run),
@@ -182,15 +190,23 @@ def _warm_start(model, registry, init: dict) -> None:
 
 
 def _share_result(result: dict | None, world: int) -> dict:
-    """Under torchrun every rank returns rank 0's result, so whichever writes result.json writes the same."""
+    """Under torchrun every rank returns rank 0's result, then leaves the process group with the others."""
     if world == 1:
         return result
-    import torch.distributed as dist
+    from argus_tasks.models import ddp
 
-    box = [result]
-    dist.broadcast_object_list(box, src=0)
-    dist.barrier()
-    return box[0]
+    result = ddp.from_rank_zero(result)
+    ddp.teardown()
+    return result
+
+
+def same_weights(hashes: list[str]) -> list[str]:
+    """The ranks' weight hashes, when they are all one; a clear error naming the odd ranks otherwise."""
+    odd = [rank for rank, h in enumerate(hashes) if h != hashes[0]]
+    if odd:
+        raise RuntimeError(f"after training, ranks {odd} hold other weights than rank 0 ({hashes}): the data-"
+                           "parallel replicas diverged, so nothing is registered; this is a bug, report it")
+    return hashes
 
 
 def log_params_once(mrun, params: dict) -> None:
@@ -214,6 +230,7 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
     import torch
 
     from argus_tasks.hardframes import training as hardframes
+    from argus_tasks.models import ddp
     from argus_tasks.models.generator import translate
     from argus_tasks.models.images import grid, png_bytes
     from argus_tasks.models.registry_adapter import CHALLENGER, Registry, weather_model_name
@@ -254,6 +271,7 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
         started = time.time()
         outcome = train_translator(model, clear, adverse, steps=cfg.steps, checkpoints=ckpts, seed=cfg.seed,
                                    on_log=on_log, max_seconds=args.max_seconds, clear_weights=hard_info["weights"])
+        rank_hashes = same_weights(ddp.gather(content_hash(model.G)))
         generator = model.G.float().cpu().eval()
         device = torch.device("cpu")
         image = sample_grid(generator)
@@ -296,7 +314,7 @@ def _train_and_register(args, ctx, cfg, model, clear, adverse, ckpts, world, dev
             "samples": sample_url,
             "generator_params": model.n_params["generator"], "train_frames": {"clear": n_clear, args.condition: n_adverse},
             "init_from": init["from"], "init_from_version": init["version"], "init_from_requested": init["requested"],
-            "checkpoints": ckpts.folder,
+            "checkpoints": ckpts.folder, "world_size": world, "rank_content_hashes": rank_hashes,
             "hard_set": (hard_info["hard"] or {}).get("sha"), "hard_frame_weight": args.hard_frame_weight,
             "hard_sampling": hard_info["summary"],
         }
@@ -310,6 +328,7 @@ def _mlflow_run(ctx, condition: str, key):
     """
     import mlflow
 
+    from argus_tasks import system_metrics  # CPU, memory (and GPU) of the run, sampled by MLflow
     from argus_tasks.tracking import ensure_reachable, experiment_name, find_run, use_experiment
 
     ensure_reachable()
@@ -320,9 +339,10 @@ def _mlflow_run(ctx, condition: str, key):
     previous = find_run(mlflow.MlflowClient(), experiment_id, identity)
     if previous is not None:
         log.info("reopening MLflow run %s of an earlier try with the same reuse key", previous.info.run_id)
-        run = mlflow.start_run(run_id=previous.info.run_id)
+        run = mlflow.start_run(run_id=previous.info.run_id, **system_metrics.run_kwargs())
         mlflow.set_tags(tags)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{condition}", tags=tags)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{condition}", tags=tags,
+                               **system_metrics.run_kwargs())
     with run:
         yield run
