@@ -23,8 +23,6 @@ from argus_tasks.models import frames as F
 from argus_tasks.models.evaluation import evaluate_candidate, real_side
 from argus_tasks.models.frame_stats import FrameRecorder
 
-from .promotion_support import JUDGE_TEST_FLOORS
-
 TRAIN = ["train", "--condition", "fog", "--steps", "2"]
 
 
@@ -102,7 +100,7 @@ def test_evaluate_writes_scores_and_the_next_training_oversamples_the_hard_set(s
     from argus_tasks.models.registry_adapter import Registry
 
     run_id, run = validated_run
-    assert steps(["segmenter", *JUDGE_TEST_FLOORS], run_id)[0] == 0
+    assert steps(["segmenter"], run_id)[0] == 0
     assert steps(TRAIN, run_id)[0] == 0, run.read_json("train/fog/failure.json")
     rc, ev = steps(["evaluate", "--condition", "fog"], run_id)
     assert rc == 0, run.read_json("evaluate/fog/failure.json")

@@ -19,7 +19,6 @@ from argus_tasks.models.audit_trail import AuditTrail
 from argus_tasks.models.registry_adapter import CHAMPION, Registry
 
 from .conftest import DAG_ID
-from .promotion_support import JUDGE_TEST_FLOORS
 
 C = "night"
 NAME = f"argus-weather-{C}"
@@ -40,7 +39,7 @@ def _new_run(steps, dataset_template):
 
     run_id = f"rb-{uuid.uuid4().hex[:8]}"
     build_validated_run(dataset_template, steps.store, DAG_ID, run_id)
-    rc, _ = steps(["segmenter", *JUDGE_TEST_FLOORS], run_id)  # pins the session's judge, as the DAG's segmenter step does
+    rc, _ = steps(["segmenter"], run_id)  # pins the session's judge, as the DAG's segmenter step does
     assert rc == 0
     return run_id, steps.run_store(run_id)
 
