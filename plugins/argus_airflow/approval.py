@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 
-KEY_METRICS = ("classwise_gap", "kid", "label_preservation", "aggregate_gap", "class_rank_spearman")
+KEY_METRICS = ("classwise_gap", "kid", "label_preservation", "aggregate_gap")
 
 
 def comparison_markdown(condition: str, evaluation: dict | None) -> str:
@@ -35,10 +35,8 @@ def comparison_markdown(condition: str, evaluation: dict | None) -> str:
             value = row.get(key)
             cells.append(f"{value:.4f}" if isinstance(value, (int, float)) else "-")
         lines.append(f"| {row.get('model', '?')} | " + " | ".join(cells) + " |")
-    lines += ["", "Lower is better for every column except label_preservation (label fidelity: the judge's mIoU "
-              "against the source labels; promote refuses a challenger that loses it) and class_rank_spearman "
-              "(do generated and real frames make the same classes hard; reported, not gated). Sanity gates of the "
-              "challenger: "
+    lines += ["", "Lower is better for every column except label_preservation (segmenter mIoU against the source "
+              "labels). Sanity gates of the challenger: "
               + ("passed." if evaluation.get("sanity_passed") else f"FAILED {evaluation.get('sanity')}."), "",
               # paths in code spans: Markdown would swallow `<model>` as an HTML tag
               f"Sample grids (clear input | generated | real {condition}): "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
-from argus_airflow.judge_params import judge_params
 from argus_airflow.teams import team_param
 
 CONDITIONS = ["fog", "rain", "snow", "night"]
@@ -173,26 +172,6 @@ def _params(default_model_config: str) -> dict[str, Param]:
             minimum=0,
             maximum=1,
         ),
-        "fidelity_margin": Param(
-            0.03,
-            type="number",
-            title="Label fidelity margin",
-            description="How much label fidelity (the judge's mIoU on generated frames against the source labels) "
-            "the challenger may lose against the champion: the lower end of the 95% bootstrap CI (resampling drives) "
-            "of the difference must stay above -margin. The champion's fidelity counts up to the judge's mIoU on "
-            "real frames of the condition (what real weather costs). A first champion is held to the physics "
-            "renderer's fidelity the same way.",
-            minimum=0,
-            maximum=1,
-        ),
-        "fidelity_floor": Param(
-            0.5,
-            type="number",
-            title="Label fidelity floor",
-            description="A challenger whose label fidelity is below this is never promoted, whatever its realism.",
-            minimum=0,
-            maximum=1,
-        ),
         "require_beat_reference": Param(
             "auto",
             type="string",
@@ -202,7 +181,6 @@ def _params(default_model_config: str) -> dict[str, Param]:
             enum=["auto", "yes", "no"],
             values_display={"auto": "auto: only for the full config", "yes": "yes, always", "no": "no"},
         ),
-        **judge_params(),
         "retrain_segmenter": Param(
             False,
             type="boolean",

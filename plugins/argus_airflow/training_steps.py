@@ -62,11 +62,8 @@ SEGMENTER = StepSpec(
     gpus=1,
     cpu="4",
     memory="8Gi",
-    arguments=("{{ '--retrain' if params.retrain_segmenter else '--no-retrain' }}",
-               "--steps", "{{ params.judge_steps }}", "--min-miou", "{{ params.judge_min_miou }}",
-               "--min-adverse-ratio", "{{ params.judge_min_adverse_ratio }}",
-               "--image-size", "{{ params.judge_image_size }}"),
-    doc="Make sure a judge that reads every condition is registered; train it when missing, outdated or asked.",
+    arguments=("{{ '--retrain' if params.retrain_segmenter else '--no-retrain' }}",),
+    doc="Make sure the reference segmenter (the judge) is registered; train it only when missing.",
 )
 
 TRAIN = StepSpec(
@@ -120,8 +117,6 @@ PROMOTE = StepSpec(
         "--margin", "{{ params.promotion_margin }}",
         "--kid-tolerance", "{{ params.kid_tolerance }}",
         "--require-beat-reference", "{{ params.require_beat_reference }}",
-        "--fidelity-margin", "{{ params.fidelity_margin }}",
-        "--min-fidelity", "{{ params.fidelity_floor }}",
         "--approval", "{{ ti.xcom_pull(task_ids='approve', map_indexes=ti.map_index) | tojson }}",
     ),
     doc="Decide champion vs challenger (paired bootstrap) and move the MLflow alias; serialised by a 1-slot pool.",

@@ -65,32 +65,6 @@ def test_acdc_is_converted_with_mapped_labels(acdc, tmp_path):
     assert manifest["capture_time"].min() == pd.Timestamp("2024-05-01T00:00:00Z")
 
 
-def test_acdc_reference_frames_without_labels_are_kept_as_unlabelled_clear_sources(acdc, tmp_path):
-    # as in the real ACDC: <split>_ref/<seq>/<name>_rgb_ref_anon.png, and no ground truth for them
-    write_pair(acdc / "rgb_anon" / "snow" / "val_ref" / "GP010122" / "GP010122_frame_000100_rgb_ref_anon.png", None, 11)
-    write_pair(acdc / "rgb_anon" / "night" / "train_ref" / "GP010397" / "GP010397_frame_000012_rgb_ref_anon.png",
-               None, 12)
-    out = tmp_path / "ours"
-    summary = importers.import_acdc(acdc, out, workers=1)
-    assert summary["frames"] == 6 and summary["skipped"] == 1 and summary["unlabelled"] == 2, summary
-    assert "no labels" in summary["message"]
-    by_id = read_manifest(out).set_index("frame_id")
-    ref = by_id.loc["acdc-clear-val-GP010122_frame_000100_ref"]
-    assert (ref["condition"], ref["split"], ref["sequence"]) == ("clear", "val", "acdc-snow-ref-GP010122")
-    label = np.asarray(Image.open(out / ref["label_path"]))
-    assert label.shape == (64, 96) and (label == IGNORE_ID).all()  # every pixel ignored: no label to judge by
-    # ... and it passes the data gate's frame checks like any frame
-    from argus_tasks.data.frame_checks import CHECK_COLUMNS, check_frames
-
-    checks = check_frames(out, read_manifest(out), workers=1)
-    assert checks[list(CHECK_COLUMNS)].all().all(), checks
-    # the judge leaves it out of its training and floor sets
-    import torch
-
-    from argus_tasks.models.judge import labelled
-    assert labelled(torch.from_numpy(label[None])).tolist() == [False]
-
-
 def test_cityscapes_is_converted_cropped_and_resized(tmp_path):
     src = tmp_path / "cityscapes"
     for split, city, name in [("train", "aachen", "aachen_000000_000019"), ("train", "aachen", "aachen_000001_000019"),

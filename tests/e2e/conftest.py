@@ -15,9 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "argus_weather_training"
-# a quarter of the demo data and 4 rain training frames: a short judge budget, and a lower adverse floor
 CONF = {"conditions": ["fog", "rain"], "train_steps": 30, "data_window": "all", "min_frames_per_group": 2,
-        "min_train_frames": 8, "judge_steps": 130, "judge_min_adverse_ratio": 0.5}
+        "min_train_frames": 8}
 DATASET_ARGS = '--scale 0.25 --counts {"rain":{"train":4}}'  # word-split by init_local.sh: no spaces in the JSON
 
 

@@ -84,7 +84,7 @@ def session_base(root: str) -> tuple[Path, dict]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        rc = cli.main(["segmenter", "--steps", "40", "--min-miou", "0.4", "--min-adverse-ratio", "0"])
+        rc = cli.main(["segmenter", "--steps", "40", "--min-miou", "0.4"])
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

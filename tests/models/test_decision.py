@@ -67,9 +67,7 @@ def refs(real_conf):
             cand("koschmieder_fog", 0.70, real_conf, 12, kid=0.1, learned=False)]
 
 
-# the synthetic judge reads real frames at IoU ~0.375 (accuracy 0.55 over 4 classes): a fidelity floor below it
-FLOOR = 0.3
-POLICY = Policy(n_boot=400, seed=3, min_fidelity=FLOOR)
+POLICY = Policy(n_boot=400, seed=3)
 
 
 def test_better_challenger_is_promoted(real_conf, refs):
@@ -195,13 +193,13 @@ def test_kid_regression_beyond_tolerance_blocks(real_conf, refs):
     rng = np.random.default_rng(11)
     base = rng.normal(size=(N_GEN, 8))
     champion, worse = _kid_pair(real_conf, base + 0.3, base + 0.8)
-    d = decide(champion, worse, refs, Policy(n_boot=300, kid_tolerance=0.1, min_fidelity=FLOOR), VALID)
+    d = decide(champion, worse, refs, Policy(n_boot=300, kid_tolerance=0.1), VALID)
     cmp = d.comparisons["kid_vs_champion"]
     assert not d.promote and cmp["lo"] > cmp["allowed_increase"] > 0, cmp
     assert any("KID may regress beyond tolerance" in r for r in d.reasons), d.reasons
     # a clearly better KID (and a better gap) passes the gate
     _, better = _kid_pair(real_conf, base + 0.3, base + 0.05)
-    d2 = decide(champion, better, refs, Policy(n_boot=300, kid_tolerance=0.1, min_fidelity=FLOOR), VALID)
+    d2 = decide(champion, better, refs, Policy(n_boot=300, kid_tolerance=0.1), VALID)
     assert d2.promote and d2.comparisons["kid_vs_champion"]["hi"] < 0, d2.reasons
 
 
@@ -216,7 +214,7 @@ def test_kid_gate_uses_the_bootstrap_ci_not_the_point_estimates(real_conf, refs)
     chal_feat = champ_feat + np.repeat(rng.normal(0, 0.5, (10, 8)), 6, 0)
     champion, challenger = _kid_pair(real_conf, champ_feat, chal_feat)
     assert challenger.metrics["kid"] <= champion.metrics["kid"] * 1.1  # the old point gate would pass
-    d = decide(champion, challenger, refs, Policy(n_boot=400, seed=3, kid_tolerance=0.1, min_fidelity=FLOOR), VALID)
+    d = decide(champion, challenger, refs, Policy(n_boot=400, seed=3, kid_tolerance=0.1), VALID)
     cmp = d.comparisons["kid_vs_champion"]
     assert not d.promote, d.reasons
     assert cmp["lo"] < cmp["point"] < cmp["allowed_increase"] < cmp["hi"], cmp
@@ -260,7 +258,7 @@ def test_margin_is_applied(real_conf, refs):
     champion = cand("champ", 0.62, real_conf, 39, version="1")
     challenger = cand("chal", 0.57, real_conf, 40, version="2")
     d0 = decide(champion, challenger, refs, POLICY, VALID)
-    d1 = decide(champion, challenger, refs, Policy(n_boot=400, seed=3, margin=0.5, min_fidelity=FLOOR), VALID)
+    d1 = decide(champion, challenger, refs, Policy(n_boot=400, seed=3, margin=0.5), VALID)
     assert d0.promote and not d1.promote
 
 
@@ -268,7 +266,7 @@ def test_require_beat_best_reference(real_conf, refs):
     champion = cand("champ", 0.90, real_conf, 41, version="1")
     middling = cand("chal", 0.72, real_conf, 42, version="2")  # beats champion, not koschmieder (0.70)
     assert decide(champion, middling, refs, POLICY, VALID).promote
-    strict = Policy(n_boot=400, seed=3, require_beat_reference=True, min_fidelity=FLOOR)
+    strict = Policy(n_boot=400, seed=3, require_beat_reference=True)
     d = decide(champion, middling, refs, strict, VALID)
     assert not d.promote and d.comparisons["gap_vs_best reference"]["other"] == "koschmieder_fog"
     strong = cand("chal", 0.56, real_conf, 43, version="3")
@@ -312,17 +310,14 @@ def test_reasons_name_each_comparison_once(real_conf, refs):
     assert re.fullmatch(rf"class-wise gap does not beat identity: {ci} not below -0", lazy.reasons[1]), lazy.reasons
 
     champion = cand("argus-weather-fog v1", 0.90, real_conf, 52, version="1")
-    strict = Policy(n_boot=400, seed=3, require_beat_reference=True, min_fidelity=FLOOR)
+    strict = Policy(n_boot=400, seed=3, require_beat_reference=True)
     d = decide(champion, cand("argus-weather-fog v2", 0.72, real_conf, 53, version="2"), refs, strict, VALID)
     assert re.fullmatch(rf"class-wise gap beats champion argus-weather-fog v1: {ci} < -0", d.reasons[0]), d.reasons
     assert re.fullmatch(r"KID -?\d\.\d{5} vs champion argus-weather-fog v1 -?\d\.\d{5}: diff \+0\.00000, 95% CI "
                         r"\[\+0\.00000, \+0\.00000\] within tolerance \(upper end <= \+\d\.\d{5}, 0\.1 x champion KID\)",
                         d.reasons[1]), d.reasons
     assert re.fullmatch(rf"class-wise gap does not beat best reference koschmieder_fog: {ci} not below -0",
-                        next(r for r in d.reasons if "best reference" in r)), d.reasons
-    # the last reason names the gate that decided
-    assert d.reasons[-1] == "decided by: realism: class-wise gap vs best reference (failed)", d.reasons
-    assert first.reasons[-1].startswith("decided by: every gate passed (realism: class-wise gap vs identity, ")
+                        d.reasons[2]), d.reasons
     for r in first.reasons + lazy.reasons + d.reasons:
         words = r.split()
         assert not any(a == b for a, b in zip(words, words[1:], strict=False)), r  # no "identity identity"
@@ -382,8 +377,8 @@ def test_gap_bootstrap_by_sequence_matches_frames_on_independent_frames():
 def test_frame_fallback_is_named_in_the_reasons(real_conf, refs):
     flat = {"gen_seq": None, "real_seq": None}
     chal = Candidate(**{**cand("chal", 0.57, real_conf, 54, version="1").__dict__, **flat})
-    flat_refs = [Candidate(**{**r.__dict__, **flat}) for r in refs]
-    d = decide(None, chal, flat_refs, POLICY, VALID)
+    identity = Candidate(**{**refs[0].__dict__, **flat})
+    d = decide(None, chal, [identity], POLICY, VALID)
     assert d.promote and d.comparisons["gap_vs_identity"]["resampled"] == {"source": "frames", "real": "frames"}
     assert d.reasons[1].endswith("(no sequence ids on the source and real side: resampled frames as if "
                                  "independent, so the interval may be too narrow)"), d.reasons

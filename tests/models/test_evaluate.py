@@ -15,8 +15,6 @@ import pytest
 
 from argus_tasks.contract import EXIT_PERMANENT, PermanentStepError
 
-from .promotion_support import JUDGE_TEST_FLOORS
-
 TRAIN = ["train", "--condition", "fog", "--steps", "2"]
 
 
@@ -42,7 +40,7 @@ def test_evaluate_judges_every_eval_frame_records_drives_and_tags_the_judge(sess
     from argus_tasks.models.registry_adapter import Registry
 
     run_id, run = validated_run
-    assert steps(["segmenter", *JUDGE_TEST_FLOORS], run_id)[0] == 0
+    assert steps(["segmenter"], run_id)[0] == 0
     rc, trained = steps(TRAIN, run_id)
     assert rc == 0, run.read_json("train/fog/failure.json")
     rc, ev = steps(["evaluate", "--condition", "fog"], run_id)
@@ -60,15 +58,6 @@ def test_evaluate_judges_every_eval_frame_records_drives_and_tags_the_judge(sess
     assert doc["eval_frames_sha256"] == sha and doc["frames"]["n_source"] == 48 and doc["frames"]["n_real"] == 48
     assert ev["eval_frames_sha256"] == sha and (ev["n_source"], ev["n_real"]) == (48, 48)
     assert ev["device"] == "cpu" and ev["judge"]["version"] == session_segmenter["version"]
-    # every candidate was scored by this run's judge, at its resolution; each has its class-rank figure
-    assert {e["judge_version"] for e in doc["candidates"].values()} == {session_segmenter["version"]}
-    assert frames["size"] == session_segmenter["image_size"] == 64
-    for key, entry in doc["candidates"].items():
-        rank = entry["predictiveness"]
-        assert rank["n_classes"] >= 3 and entry["metrics"]["class_rank_spearman"] == rank["spearman"], key
-        assert rank["resampled"] == {"source": "sequences", "real": "sequences"}
-        assert -1 <= rank["lo"] <= rank["spearman"] <= rank["hi"] <= 1, (key, rank)
-    assert set(ev["metrics"]["challenger"]["fidelity_per_class"]) >= {"lane_marking", "pole"}
 
     # per-frame records carry the drive of every frame, in the frame order of the list
     for key in ("challenger", "identity", "real"):
@@ -104,7 +93,7 @@ def test_evaluate_judges_every_eval_frame_records_drives_and_tags_the_judge(sess
 
 def test_too_few_eval_frames_is_a_permanent_error_that_says_what_to_do(session_segmenter, steps, validated_run):
     run_id, run = validated_run
-    assert steps(["segmenter", *JUDGE_TEST_FLOORS], run_id)[0] == 0
+    assert steps(["segmenter"], run_id)[0] == 0
     assert steps(TRAIN, run_id)[0] == 0
     rc, _ = steps(["evaluate", "--condition", "fog", "--min-eval-frames", "49"], run_id)
     msg = run.read_json("evaluate/fog/failure.json")["message"]

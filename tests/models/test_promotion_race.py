@@ -253,8 +253,7 @@ def test_two_deployments_pinning_the_judge_at_once_train_and_register_it_once(se
                         "ARGUS_RUN_ID": f"judge-{who}", "ARGUS_XCOM_RETURN": str(tmp_path / f"xcom-{who}.json"),
                         "MLFLOW_TRACKING_URI": proxy.url, "ARGUS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"})
             procs[who] = subprocess.Popen(
-                [sys.executable, "-m", "argus_tasks.cli", "segmenter", "--steps", "1", "--min-miou", "0",
-                 "--min-adverse-ratio", "0"], env=env,
+                [sys.executable, "-m", "argus_tasks.cli", "segmenter", "--steps", "1", "--min-miou", "0"], env=env,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         logs = {who: p.communicate(timeout=120)[0] for who, p in procs.items()}
     finally:

@@ -161,7 +161,7 @@ def test_a_judge_of_the_old_pickled_format_is_replaced_not_loaded(store, steps, 
     torch.save(Payload(store["marker"]), pickled)
     store["registry"].set_alias("argus-downstream-segmenter", "champion", old)
     run_id, _ = validated_run
-    rc, result = steps(["segmenter", "--steps", "20", "--min-miou", "0", "--min-adverse-ratio", "0"], run_id)
+    rc, result = steps(["segmenter", "--steps", "20", "--min-miou", "0"], run_id)
     assert rc == 0, steps.run_store(run_id).read_json("segmenter/failure.json")
     assert not store["marker"].exists(), "the old judge was unpickled"
     assert result["trained"] is True and result["version"] != str(old)

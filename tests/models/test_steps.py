@@ -12,38 +12,22 @@ import pytest
 from argus_tasks.contract import EXIT_PERMANENT
 from argus_tasks.steps.promote import apply_approval
 
-from .promotion_support import JUDGE_TEST_FLOORS
-
 TRAIN = ["train", "--condition", "fog", "--steps", "12", "--set", "log_every_steps=4", "--set",
          "checkpoint_every_steps=6"]
 
 
 def test_segmenter_clears_its_floor_and_is_registered_once(session_segmenter, steps, validated_run):
-    import mlflow
-
     from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL, Registry
 
     assert session_segmenter["trained"] and session_segmenter["miou"] >= 0.75, session_segmenter
     assert set(session_segmenter["per_class_iou"]) >= {"road", "vehicle", "lane_marking", "pole"}
-    # the judge learns from the labelled training frames of every condition and is measured on each one
-    assert session_segmenter["train_frames"] == {"clear": 160, "fog": 64, "night": 16}
-    assert session_segmenter["image_size"] == 64 and session_segmenter["recipe"] == "clear+adverse-balanced-v2"
-    quality, floors = session_segmenter["quality"], session_segmenter["floors"]
-    assert set(quality) == {"clear", "fog", "night"} and quality["fog"]["n_frames"] == 48
-    for c in ("fog", "night"):
-        assert floors[c] == pytest.approx(0.6 * quality["clear"]["miou"], abs=1e-4)
-        assert quality[c]["miou"] >= floors[c]
     reg = Registry()
     champion = reg.alias(SEGMENTER_MODEL, CHAMPION)
     assert str(champion.version) == session_segmenter["version"]
     assert champion.tags["argus.content_hash"] == session_segmenter["content_hash"]
-    assert champion.tags["argus.judge_recipe"] == session_segmenter["recipe"] and champion.tags["argus.image_size"] == "64"
-    assert float(champion.tags["argus.miou_fog"]) == pytest.approx(quality["fog"]["miou"], abs=1e-4)
-    logged = mlflow.get_run(session_segmenter["mlflow_run_id"]).data.metrics
-    assert logged["miou_night"] == pytest.approx(quality["night"]["miou"]) and "iou_fog_pole" in logged
     # another run reuses it: no training, same pinned version
     run_id, run = validated_run
-    rc, again = steps(["segmenter", *JUDGE_TEST_FLOORS], run_id)
+    rc, again = steps(["segmenter"], run_id)
     assert rc == 0 and not again["trained"] and again["version"] == session_segmenter["version"]
     assert run.read_json("segmenter/result.json")["version"] == session_segmenter["version"]
 
@@ -52,7 +36,7 @@ def test_train_evaluate_promote(session_segmenter, steps, validated_run):
     from argus_tasks.models.registry_adapter import CHALLENGER, Registry
 
     run_id, run = validated_run
-    assert steps(["segmenter", *JUDGE_TEST_FLOORS], run_id)[0] == 0
+    assert steps(["segmenter"], run_id)[0] == 0
     rc, trained = steps(TRAIN, run_id)
     assert rc == 0 and trained["steps"] == 12 and trained["registered_new_version"]
     reg = Registry()

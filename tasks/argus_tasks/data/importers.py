@@ -2,18 +2,14 @@
 
 * ACDC: ``rgb_anon/<condition>/<split>/<sequence>/<name>_rgb_anon.png`` with labels in
   ``gt/<condition>/<split>/<sequence>/<name>_gt_labelIds.png``. Conditions fog, night, rain and
-  snow map to ours; the ``<split>_ref`` folders (daytime reference frames of the same routes,
-  ``<name>_rgb_ref_anon.png``) become ``clear``. ACDC has no labels for those: they are imported
-  with an all-ignore label (every pixel ``IGNORE_ID``), so they serve as generator sources, while
-  the judge (which needs labels) and label-fidelity measurements skip them. Clear frames with
-  labels come from Cityscapes.
+  snow map to ours; the ``<split>_ref`` folders (daytime reference frames) become ``clear``.
 * Cityscapes: ``leftImg8bit/<split>/<city>/<name>_leftImg8bit.png`` with labels in
   ``gtFine/<split>/<city>/<name>_gtFine_labelIds.png`` (condition ``clear``, or ``--condition``
   for weather-augmented derivatives).
 
 Both use the Cityscapes label ids, mapped to ours by :data:`CITYSCAPES_TO_OURS`; classes we do not
-have (person, rider, ...) become the ignore id. Other frames without a label file (ACDC's test
-split) are skipped and counted: an adverse frame without labels cannot be compared with. Optionally frames are centre-cropped to a square and resized.
+have (person, rider, ...) become the ignore id. Frames without a label file are skipped (our
+schema requires labels) and counted. Optionally frames are centre-cropped to a square and resized.
 """
 
 from __future__ import annotations
@@ -51,7 +47,7 @@ ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
 @dataclass(frozen=True)
 class SourceFrame:
     image: str
-    label: str | None  # None: unlabelled (imported with an all-ignore label)
+    label: str
     frame_id: str
     condition: str
     split: str
@@ -76,7 +72,7 @@ def _times(paths: list[Path], captured_at: datetime | None) -> list[datetime]:
 
 def find_acdc(src: Path, captured_at: datetime | None = None) -> tuple[list[SourceFrame], list[str]]:
     frames, skipped = [], []
-    images = sorted({*(src / "rgb_anon").glob("*/*/*/*_rgb_anon.png"), *(src / "rgb_anon").glob("*/*/*/*_rgb_ref_anon.png")})
+    images = sorted((src / "rgb_anon").glob("*/*/*/*_rgb_anon.png"))
     if not images:
         raise FileNotFoundError(f"no ACDC frames under {src}/rgb_anon/<condition>/<split>/<sequence>/*_rgb_anon.png")
     for img, when in zip(images, _times(images, captured_at), strict=True):
@@ -85,24 +81,18 @@ def find_acdc(src: Path, captured_at: datetime | None = None) -> tuple[list[Sour
         if condition not in ACDC_CONDITIONS:
             skipped.append(f"{rel}: unknown ACDC condition {condition!r}")
             continue
-        ref = split_dir.endswith("_ref")
-        split = split_dir[:-4] if ref else split_dir
-        ours = "clear" if ref else condition
+        split = split_dir[:-4] if split_dir.endswith("_ref") else split_dir
+        ours = "clear" if split_dir.endswith("_ref") else condition
         if split not in SPLITS:
             skipped.append(f"{rel}: unknown split {split_dir!r}")
             continue
-        name = img.name[: -len("_rgb_ref_anon.png" if img.name.endswith("_rgb_ref_anon.png") else "_rgb_anon.png")]
-        name = name if not ref or name.endswith("_ref") else f"{name}_ref"
+        name = img.name[: -len("_rgb_anon.png")]
         label = src / "gt" / condition / split_dir / seq / f"{name}_gt_labelIds.png"
         if not label.exists():
-            if not ref:
-                skipped.append(f"{rel}: no label {label.relative_to(src)}")
-                continue
-            label = None  # a clear reference frame: a generator source, unlabelled
-        # the reference frames are other drives of the same route: a sequence of their own
-        frames.append(SourceFrame(str(img), None if label is None else str(label),
-                                  _safe(f"acdc-{ours}-{split}-{name}"), ours, split,
-                                  _safe(f"acdc-{condition}-{'ref-' if ref else ''}{seq}"), when))
+            skipped.append(f"{rel}: no label {label.relative_to(src)}")
+            continue
+        frames.append(SourceFrame(str(img), str(label), _safe(f"acdc-{ours}-{split}-{name}"), ours, split,
+                                  _safe(f"acdc-{condition}-{seq}"), when))
     return frames, skipped
 
 
@@ -148,14 +138,11 @@ def _convert(args: tuple[str, SourceFrame, int | None]) -> dict:
     root = Path(out)
     with Image.open(frame.image) as im:
         rgb = np.asarray(_square(im.convert("RGB"), size, Image.Resampling.BILINEAR))
-    if frame.label is None:  # unlabelled: every pixel ignored
-        label = np.full(rgb.shape[:2], IGNORE_ID, np.uint8)
-    else:
-        with Image.open(frame.label) as lb:
-            if lb.mode not in ("L", "P", "I", "I;16"):
-                raise ValueError(f"{frame.label}: label image mode {lb.mode} is not single-channel")
-            raw = np.asarray(_square(lb, size, Image.Resampling.NEAREST)).astype(np.int64)
-        label = CITYSCAPES_TO_OURS[np.clip(raw, 0, 255)]
+    with Image.open(frame.label) as lb:
+        if lb.mode not in ("L", "P", "I", "I;16"):
+            raise ValueError(f"{frame.label}: label image mode {lb.mode} is not single-channel")
+        raw = np.asarray(_square(lb, size, Image.Resampling.NEAREST)).astype(np.int64)
+    label = CITYSCAPES_TO_OURS[np.clip(raw, 0, 255)]
     if label.shape != rgb.shape[:2]:
         raise ValueError(f"{frame.label}: label size {label.shape[::-1]} differs from frame {rgb.shape[1::-1]}")
     tail = f"{frame.condition}/{frame.split}/{frame.frame_id}.png"
@@ -192,12 +179,7 @@ def import_acdc(src, out, *, size: int | None = None, captured_at: datetime | No
                 workers: int | None = None) -> dict:
     frames, skipped = find_acdc(Path(src), captured_at)
     manifest = convert(frames, Path(out), size=size, workers=workers)
-    summary = _summary("ACDC", src, out, manifest, skipped)
-    summary["unlabelled"] = sum(f.label is None for f in frames)
-    if summary["unlabelled"]:
-        summary["message"] += (f"; {summary['unlabelled']} clear reference frames have no labels (all-ignore label: "
-                               "generator sources only)")
-    return summary
+    return _summary("ACDC", src, out, manifest, skipped)
 
 
 def import_cityscapes(src, out, *, condition: str = "clear", size: int | None = None,

@@ -120,8 +120,7 @@ def content_hash(model: nn.Module) -> str:
 
 def train_segmenter(frames: torch.Tensor, labels: torch.Tensor, steps: int = 130, batch_size: int = 32,
                     lr: float = 6e-3, seed: int = 0, width: int = 16, log_every_s: float = 10.0,
-                    device: torch.device | str | None = None,
-                    frame_weights: torch.Tensor | None = None) -> UNetSegmenter:
+                    device: torch.device | str | None = None) -> UNetSegmenter:
     """Train on (N,3,H,W) float frames in [0,1] and (N,H,W) label ids; deterministic given ``seed``.
 
     The budget is in optimiser steps (one-cycle schedule), so the cost does not grow with the
@@ -152,8 +151,7 @@ def train_segmenter(frames: torch.Tensor, labels: torch.Tensor, steps: int = 130
     started = last = time.time()
     step = 0
     for epoch in range(epochs):
-        order = (torch.randperm(n, generator=gen) if frame_weights is None
-                 else torch.multinomial(frame_weights.double(), n, replacement=True, generator=gen))
+        order = torch.randperm(n, generator=gen)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             x, y = frames[idx], y_all[idx]

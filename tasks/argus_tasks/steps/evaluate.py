@@ -120,11 +120,8 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     from argus_tasks.models.frame_stats import FrameRecorder
     from argus_tasks.models.generator import translate
     from argus_tasks.models.images import grid, png_bytes
-    from argus_tasks.models.predictiveness import class_rank_correlation, format_figure
-    from argus_tasks.models.predictiveness import metrics_of as rank_metrics
     from argus_tasks.models.references import calibrated_references
     from argus_tasks.models.registry_adapter import CHAMPION, SEGMENTER_MODEL, Registry
-    from argus_tasks.models.resolution import at_generator_size, judge_size
     from argus_tasks.models.runtime import set_threads, single_thread
     from argus_tasks.models.segmenter_registry import load_version, pinned_segmenter
     from argus_tasks.steps.train import log_params_once
@@ -153,12 +150,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     if source_seq is None or real_seq is None:
         log.warning("some evaluation frames have no sequence id: promote will resample frames, not drives")
     eval_sha = F.frame_list_sha256(source=source_rows, real=real_rows)
-    # one resolution policy (models/resolution.py): the judge sees every frame at its own resolution
-    gen_size = int(trained.get("config", {}).get("image_size") or 0) or None
-    size = judge_size(pinned, int(source_rows["width"].iloc[0]))
-    if gen_size and gen_size != size:
-        log.warning("the generator works at %d px, the judge at %d px: generated frames are resized to %d px",
-                    gen_size, size, size)
+    size = int(trained.get("config", {}).get("image_size") or source_rows["width"].iloc[0])
     judge = {"model_name": pinned.get("model_name", SEGMENTER_MODEL), "version": str(pinned["version"]),
              "content_hash": pinned.get("content_hash")}
     frame_list = {"source": source_rows["frame_id"].tolist(), "real": real_rows["frame_id"].tolist(),
@@ -166,7 +158,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                   "max_frames": args.max_frames, "min_eval_frames": args.min_eval_frames,
                   "n_source_sequences": int(source_rows["sequence"].nunique()),
                   "n_real_sequences": int(real_rows["sequence"].nunique()),
-                  "seed": args.seed, "size": size, "generator_size": gen_size, "segmenter_version": judge["version"], "judge": judge}
+                  "seed": args.seed, "size": size, "segmenter_version": judge["version"], "judge": judge}
     ctx.run.write_json(f"{out}/eval_frames.json", frame_list)
     log.info("evaluation set of %s (revision %s): %d clear frames in %d sequences, %d %s frames in %d sequences; "
              "sha256 %s", c, revision, len(source_rows), frame_list["n_source_sequences"], len(real_rows), c,
@@ -179,8 +171,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     name = trained["model_name"]
     candidates: dict[str, dict] = {}  # key -> {callable, name, version, learned, content_hash}
     challenger = load_version(registry, name, trained["model_version"]).to(device)
-    candidates["challenger"] = {"fn": at_generator_size(lambda x, g=challenger: translate(g, x, seed=args.seed),
-                                                        gen_size),
+    candidates["challenger"] = {"fn": lambda x, g=challenger: translate(g, x, seed=args.seed),
                                 "name": f"{name} v{trained['model_version']}", "version": str(trained["model_version"]),
                                 "learned": True, "content_hash": trained.get("content_hash")}
     champ_mv = registry.alias(name, CHAMPION)
@@ -193,8 +184,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
             champion_error = f"champion v{champ_mv.version} could not be loaded: {exc}"
             log.error("%s", champion_error)
         else:
-            candidates["champion"] = {"fn": at_generator_size(lambda x, g=champion: translate(g, x, seed=args.seed),
-                                                              gen_size),
+            candidates["champion"] = {"fn": lambda x, g=champion: translate(g, x, seed=args.seed),
                                       "name": f"{name} v{champ_mv.version}", "version": str(champ_mv.version),
                                       "learned": True, "content_hash": champ_mv.tags.get("argus.content_hash")}
     cal_clear, _ = F.load_frames(root, F.select(manifest, "clear", ("train",), args.calibration_frames, args.seed),
@@ -212,20 +202,16 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                            "name": ref_name, "version": None, "learned": False, "content_hash": None,
                            "params": ref.to_dict()["params"]}
 
-    records, recorders, ranking = {}, {}, {}  # recorders: per-frame change, finiteness, the challenger's thumbnails
+    records, recorders = {}, {}  # recorders: per-frame change, finiteness, the challenger's thumbnails
     for key, cand in candidates.items():
         recorders[key] = FrameRecorder(thumbnails=key == "challenger")
         rec = evaluate_candidate(cand["name"], recorders[key].wrap(cand["fn"]), segmenter, src_x, src_y, real, CLASSES, seed=args.seed,
                                  device=device, batch_size=args.batch_size)
         records[key] = rec
-        # downstream predictiveness (reported, not gated): does it rank classes as the real condition does?
-        ranking[key] = class_rank_correlation(rec.gen_conf, real.conf, source_seq, real_seq, class_names=CLASSES,
-                                              seed=args.seed)
-        rec.metrics.update(rank_metrics(ranking[key]))
         m = rec.metrics
-        log.info("%-22s KID %.5f  class-wise gap %.4f  aggregate gap %.4f  label fidelity %.4f  class-rank rho %s  "
-                 "sanity %s", key, m["kid"], m["classwise_gap"], m["aggregate_gap"], m["label_preservation"],
-                 format_figure(ranking[key]), "ok" if all(rec.sanity.values()) else f"FAILED {rec.sanity}")
+        log.info("%-22s KID %.5f  class-wise gap %.4f  aggregate gap %.4f  label preservation %.4f  sanity %s",
+                 key, m["kid"], m["classwise_gap"], m["aggregate_gap"], m["label_preservation"],
+                 "ok" if all(rec.sanity.values()) else f"FAILED {rec.sanity}")
 
     # --- artifacts
     ids = {"source": np.asarray(source_rows["frame_id"].astype(str).tolist(), dtype=str),
@@ -252,10 +238,9 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         ctx.run.write_bytes(f"{out}/grids/{key}.png", png_bytes(
             grid([src_x[:n_grid], rec.samples[:n_grid], real_x[:n_grid]])))
         metrics_doc["candidates"][key] = {
-            "name": cand["name"], "version": cand["version"], "learned": cand["learned"], "judge_version": judge["version"],
+            "name": cand["name"], "version": cand["version"], "learned": cand["learned"],
             "content_hash": cand["content_hash"], "metrics": rec.metrics, "sanity": rec.sanity,
             "per_class": rec.per_class, "records": f"records/{key}.npz", "grid": f"grids/{key}.png",
-            "predictiveness": ranking[key],
             **({"params": cand["params"]} if "params" in cand else {})}
         for cls, v in rec.per_class.items():
             table_rows.append(f"{key},{cls},{v['iou_generated']:.4f},{v['iou_real']:.4f},{v['abs_gap']:.4f}")
@@ -279,9 +264,6 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                            "eval_frames_sha256": eval_sha, "dataset_revision": revision, "device": str(device)})
         for key, rec in records.items():
             mlflow.log_metrics({f"{key}.{k}": float(v) for k, v in rec.metrics.items()})
-            # label fidelity per class (thin classes first to suffer): the judge's IoU on the generated frames
-            mlflow.log_metrics({f"{key}.fidelity_{cls}": float(v["iou_generated"]) for cls, v in rec.per_class.items()
-                                if v["iou_generated"] == v["iou_generated"]})
         mlflow.log_artifacts(str(ctx.run.localize(out)), artifact_path=f"evaluate_{c}")
         mlflow.log_text(json.dumps(metrics_doc, indent=2, default=str), f"evaluate_{c}/metrics.json")
         log_table(scores["table"], f"evaluate_{c}/frame_scores.json")
@@ -294,10 +276,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     log.info("tagged %s v%s with its judge and evaluation frames: %s", name, trained["model_version"], lineage)
 
     chal = records["challenger"]
-    summary = {key: {**{k: rec.metrics[k] for k in ("kid", "classwise_gap", "aggregate_gap", "label_preservation",
-                                                     "class_rank_spearman", "class_rank_spearman_lo",
-                                                     "class_rank_spearman_hi")},
-                     "fidelity_per_class": {cls: v["iou_generated"] for cls, v in rec.per_class.items()}}
+    summary = {key: {k: rec.metrics[k] for k in ("kid", "classwise_gap", "aggregate_gap", "label_preservation")}
                for key, rec in records.items()}
     return {"condition": c, "challenger_version": str(trained["model_version"]), "model_name": name,
             "champion_version": metrics_doc["champion_version"], "segmenter_version": pinned["version"],

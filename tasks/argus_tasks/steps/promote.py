@@ -45,10 +45,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="allowed relative KID regression vs the champion (default 0.10 = 10%%)")
     p.add_argument("--require-beat-reference", choices=("auto", "yes", "no"), default="auto",
                    help="also require beating the best non-learned reference (auto: yes for the full config)")
-    p.add_argument("--fidelity-margin", type=float, default=0.03,
-                   help="label fidelity the challenger may lose vs the champion (CI lower end, default 0.03)")
-    p.add_argument("--min-fidelity", type=float, default=0.5,
-                   help="absolute floor on the challenger's label fidelity (judge mIoU vs source labels, default 0.5)")
     p.add_argument("--approval", default='{"required": false}',
                    help='human approval as JSON: {"required": bool, "approved": bool, "by": str, "comment": str}')
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -105,26 +101,7 @@ def _candidate(doc: dict, key: str, records: dict, real_conf):
                      sanity=entry.get("sanity"), gen_conf=own.get("conf"), real_conf=real.get("conf"),
                      content_hash=entry.get("content_hash"), learned=bool(entry.get("learned", True)),
                      gen_seq=own.get("sequence"), real_seq=real.get("sequence"),
-                     gen_features=own.get("features"), real_features=real.get("features"),
-                     judge=judge_of(doc, entry))
-
-
-def judge_of(doc: dict, entry: dict) -> str | None:
-    """The judge version that scored a candidate of an evaluation (its own record, else the evaluation's)."""
-    version = entry.get("judge_version") or (doc.get("judge") or {}).get("version")
-    return None if version is None else str(version)
-
-
-def _require_run_judge(ctx, doc: dict, condition: str) -> str | None:
-    """The evaluation's judge; a PermanentStepError when this run pinned another one (evaluate predates it)."""
-    from argus_tasks.models.segmenter_registry import RESULT
-
-    judged = (doc.get("judge") or {}).get("version")
-    pinned = ctx.run.read_json(RESULT).get("version") if ctx.run.exists(RESULT) else None
-    if judged is not None and pinned is not None and str(judged) != str(pinned):
-        raise PermanentStepError(f"evaluate/{condition} was scored by judge v{judged}, but this run pins judge v{pinned}: "
-                                 f"rerun evaluate for {condition}, so champion and challenger are re-scored by it")
-    return None if judged is None else str(judged)
+                     gen_features=own.get("features"), real_features=real.get("features"))
 
 
 def _load_evaluation(ctx, condition):
@@ -233,17 +210,12 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
 
     config_name = trained.get("model_config", "tiny")
     require_ref = {"yes": True, "no": False}.get(args.require_beat_reference, config_name == "full")
-    from argus_tasks.data.schema import CLASSES
-
-    judge_version = _require_run_judge(ctx, doc, c)
     policy = Policy(margin=args.margin, kid_tolerance=args.kid_tolerance, require_beat_reference=require_ref,
-                    n_boot=args.n_boot, seed=args.seed, fidelity_margin=args.fidelity_margin,
-                    min_fidelity=args.min_fidelity, class_names=CLASSES)
+                    n_boot=args.n_boot, seed=args.seed)
     expected_champion = doc.get("champion_version")
     eval_frames = doc.get("eval_frames_sha256")
     inputs = {"challenger_version": chal_v, "compared_with_champion": expected_champion,
-              "eval_frames_sha256": eval_frames, "policy": json.loads(json.dumps(dataclasses.asdict(policy))), "approval": approval,
-              "judge_version": judge_version}
+              "eval_frames_sha256": eval_frames, "policy": dataclasses.asdict(policy), "approval": approval}
     earlier = _earlier_result(ctx, out, inputs)
     if earlier is not None:
         return earlier
@@ -260,7 +232,6 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     registry = Registry()
     tags = {**ctx.lineage_tags(), "argus.decision_reasons": reasons, "argus.approval": approval_state,
             "argus.decided_by_run": f"{ctx.dag_id}/{ctx.run_id}",
-            **({"argus.decided_with_judge": judge_version} if judge_version else {}),
             **({"argus.eval_frames_sha256": eval_frames} if eval_frames else {})}
     # the flock is only a fast path between runs of one store; the registry lock is what excludes
     with promotion_lock(ctx.store_root, name):
@@ -281,9 +252,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
         "challenger_version": chal_v, "previous_champion": applied["previous_champion"],
         "champion_version": applied["champion_version"], "approval": approval_state,
         "policy": {"margin": policy.margin, "kid_tolerance": policy.kid_tolerance,
-                   "require_beat_reference": policy.require_beat_reference, "n_boot": policy.n_boot,
-                   "fidelity_margin": policy.fidelity_margin, "min_fidelity": policy.min_fidelity},
-        "judge_version": decision.judge or judge_version,
+                   "require_beat_reference": policy.require_beat_reference, "n_boot": policy.n_boot},
         "validation": validation, "note": applied["note"], "already_applied": applied["already_applied"],
         "registry_outcome": applied["outcome"], "compared_with_champion": expected_champion,
         "eval_frames_sha256": eval_frames,
@@ -296,8 +265,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     with step_run(ctx, "promote", c) as mrun:
         log_history(ctx, f"{out}/champion_history.png", f"promote_{c}")
         params = {"condition": c, "margin": policy.margin, "kid_tolerance": policy.kid_tolerance,
-                  "require_beat_reference": policy.require_beat_reference,
-                  "fidelity_margin": policy.fidelity_margin, "min_fidelity": policy.min_fidelity}
+                  "require_beat_reference": policy.require_beat_reference}
         logged = mrun.data.params  # a rerun reopens the run: MLflow refuses to change a param, so changes are tags
         mlflow.log_params({k: v for k, v in params.items() if k not in logged})
         mlflow.set_tags({"argus.approval": approval_state, "argus.registry_outcome": applied["outcome"],
@@ -308,5 +276,5 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     ctx.run.write_json(f"{out}/decision.json", {
         "challenger_version": chal_v, "registry_outcome": applied["outcome"],
         "applied_at_registry": applied["outcome"] in FINAL_OUTCOMES, "inputs": inputs,
-        "eval_frames_sha256": eval_frames, "judge_version": result["judge_version"], "result": result})
+        "eval_frames_sha256": eval_frames, "result": result})
     return result

@@ -28,28 +28,12 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-THIN_CLASSES = ("lane_marking", "pole")  # the classes perception tests care about and weather (or a generator) erases
-
-
-def fmt_thin(thin: dict) -> str:
-    return "/".join(_fmt(thin.get(k), 2) for k in THIN_CLASSES) if thin else "-"
-
-
-def fmt_rank(rho, ci=(None, None)) -> str:
-    if not isinstance(rho, float) or rho != rho:
-        return "-"
-    lo, hi = ci
-    both = isinstance(lo, float) and isinstance(hi, float) and lo == lo and hi == hi
-    return f"{rho:+.2f}" + (f" [{lo:+.2f}, {hi:+.2f}]" if both else "")
-
-
 def condition_row(condition: str, outcomes) -> dict:
     train = outcomes[f"train/{condition}"]
     evaluate = outcomes[f"evaluate/{condition}"]
     promote = outcomes[f"promote/{condition}"]
     decision = promote.result if promote.status == "succeeded" else {}
-    evaluated = (evaluate.result.get("metrics") or {}) if evaluate.status == "succeeded" else {}
-    metrics = evaluated.get("challenger", {})
+    metrics = (evaluate.result.get("metrics") or {}).get("challenger", {}) if evaluate.status == "succeeded" else {}
     if promote.status == "succeeded":
         verdict = "PROMOTED" if decision.get("promoted") else "not promoted"
         reasons = "; ".join(decision.get("reasons", []))
@@ -67,12 +51,6 @@ def condition_row(condition: str, outcomes) -> dict:
         "classwise_gap": metrics.get("classwise_gap"),
         "kid": metrics.get("kid"),
         "label_preservation": metrics.get("label_preservation"),
-        "fidelity_thin": {k: (metrics.get("fidelity_per_class") or {}).get(k) for k in THIN_CLASSES},
-        "class_rank_spearman": metrics.get("class_rank_spearman"),
-        "class_rank_ci": (metrics.get("class_rank_spearman_lo"), metrics.get("class_rank_spearman_hi")),
-        # the champion after this run, scored by this run's judge: the challenger when promoted, else the champion
-        "champion_fidelity": (metrics if decision.get("promoted") else evaluated.get("champion", {})).get(
-            "label_preservation"),
         "mlflow_run_id": train.result.get("mlflow_run_id") if train.result else None,
         "history_plot": decision.get("history_plot"), "audit_tail": decision.get("audit_tail") or [],
     }
@@ -92,21 +70,16 @@ def render_markdown(ctx: StepContext, outcomes, rows: list[dict]) -> str:
         + (f": {validate.error}" if validate.status == "failed" else ""),
         f"- code: `{ctx.git_commit}`, image `{ctx.image}`",
         "",
-        "| condition | train | evaluate | decision | challenger | champion | class-wise gap | KID | label fidelity | "
-        "fidelity lane/pole | class-rank ρ [95% CI] | champion fidelity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| condition | train | evaluate | decision | challenger | champion | class-wise gap | KID | label pres. |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['condition']} | {r['train']} | {r['evaluate']} | {r['decision']} | "
             f"{_fmt(r['challenger_version'])} | {_fmt(r['champion_version'])} | {_fmt(r['classwise_gap'])} | "
-            f"{_fmt(r['kid'])} | {_fmt(r['label_preservation'])} | {fmt_thin(r['fidelity_thin'])} | "
-            f"{fmt_rank(r['class_rank_spearman'], r['class_rank_ci'])} | {_fmt(r['champion_fidelity'])} |"
+            f"{_fmt(r['kid'])} | {_fmt(r['label_preservation'])} |"
         )
-    lines += ["", "Label fidelity: the judge's mIoU on the challenger's generated frames against the source labels "
-              "(per class for lane markings and poles). Class-rank ρ: Spearman correlation of the judge's per-class "
-              "IoU on generated vs real frames of the condition, with its bootstrap interval by drive (does the "
-              "generated weather make the same classes hard? reported, not gated).", "", "## Why"]
+    lines += ["", "## Why"]
     for r in rows:
         lines.append(f"- **{r['condition']}**: {r['reasons'] or '-'}")
     lines += ["", "## Champion history and audit log (`argus-task audit --condition <c>`)"]

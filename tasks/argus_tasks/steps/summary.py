@@ -11,7 +11,7 @@ from pathlib import Path
 
 from argus_tasks.contract import CONDITIONS, DEFAULT_STORE, StepContext
 from argus_tasks.run_outcome import run_outcomes
-from argus_tasks.steps.report import _fmt, condition_row, fmt_rank, fmt_thin
+from argus_tasks.steps.report import _fmt, condition_row
 from argus_tasks.store import RunStore
 
 HELP = "print a summary of the newest (or a given) run of a DAG"
@@ -98,18 +98,14 @@ def run(args, ctx: StepContext) -> dict:
         print(f"{name:>10}: {o.status}{' · ' + extra if extra else ''}{' · ' + o.error if o.error else ''}")
     print()
     header = f"{'condition':<9} {'mlflow run':<34} {'version':>7} {'decision':<14} {'champion':>8} " \
-             f"{'cls-gap':>8} {'KID':>8} {'fidelity':>8} {'lane/pole':>9} {'rank-rho':>8} {'champ-fid':>9}"
+             f"{'cls-gap':>8} {'KID':>8} {'label':>6}"
     print(header)
     print("-" * len(header))
     for c in conditions:
         r = condition_row(c, outcomes)
         print(f"{c:<9} {str(r['mlflow_run_id'] or '-'):<34} {_fmt(r['challenger_version']):>7} "
               f"{r['decision']:<14} {str(champions.get(c, '-')):>8} {_fmt(r['classwise_gap']):>8} "
-              f"{_fmt(r['kid']):>8} {_fmt(r['label_preservation'], 3):>8} {fmt_thin(r['fidelity_thin']):>9} "
-              f"{fmt_rank(r['class_rank_spearman']):>8} {_fmt(r['champion_fidelity'], 3):>9}")
-    print("fidelity: the judge's mIoU on the challenger's frames against the source labels (lane/pole: per class); "
-          "rank-rho: do generated and real frames make the same classes hard (Spearman, reported, not gated); "
-          "champ-fid: fidelity of the champion after this run")
+              f"{_fmt(r['kid']):>8} {_fmt(r['label_preservation'], 3):>6}")
     print()
     for c in conditions:
         r = condition_row(c, outcomes)
