@@ -26,8 +26,8 @@ from argus_tasks.models.audit_log import AuditLog
 from argus_tasks.models.audit_trail import AuditTrail
 from argus_tasks.models.registry_adapter import CHAMPION, Registry
 
-from .promotion_support import Proxy, mlflow_server, promotion_run, tiny_dataset
-from .test_promotion_race import ChampionReadGate, _alias, _live_tickets, _versions
+from .promotion_support import Proxy, is_alias_read, mlflow_server, promotion_run, tiny_dataset
+from .test_promotion_race import LOCK_MODEL, ChampionReadGate, _alias, _live_tickets, _versions
 
 DAG = "rollback_race_tests"
 # a killed holder leaves its lock ticket behind: the next writer takes it over once its lease (no beat) runs out
@@ -50,6 +50,26 @@ def registry(server):
     import mlflow
 
     return Registry(mlflow.MlflowClient(tracking_uri=server))
+
+
+class BothReadGate(ChampionReadGate):
+    """Holds the first champion read until the other process read it too, or polls the registry lock twice
+    (it waits behind a holder). Without the lock both read the same champion before either moves."""
+
+    def __init__(self, name: str, timeout_s: float = 30.0):
+        super().__init__(name, timeout_s)
+        self.lock_polls = 0
+
+    def __call__(self, method, path, body):
+        if self.released:
+            return None
+        if is_alias_read(method, path, self.name):
+            return super().__call__(method, path, body)
+        if self.waiting and method == "GET" and "model-versions/search" in path and LOCK_MODEL in path:
+            self.lock_polls += 1
+            if self.lock_polls >= 2:
+                self._release("the other process waiting on the registry lock")
+        return None
 
 
 def _setup_moves(registry, store, name, versions):
@@ -91,7 +111,7 @@ def test_a_rollback_and_a_promotion_racing_lose_no_update_and_the_log_shows_both
     rollback_run = _checked_rollback(template, store_a, "race-rollback", c, name, v1, v2)
     promote_run = promotion_run(template, store_b, DAG, "race-promote", c, name, v3, v2)
     proxy = Proxy(server)
-    gate = ChampionReadGate(name)
+    gate = BothReadGate(name)
     proxy.rules.append(gate)
     try:
         procs = {"rollback": _argus(["rollback", "--condition", c], store_a, "race-rollback", proxy.url,
