@@ -34,7 +34,7 @@ def test_check_outputs_scores_every_frame_and_the_scores_feed_the_hard_set(base,
     assert list(table.columns) == list(FS.SCHEMA) and len(table) == 16
     assert {c: str(t) for c, t in table.dtypes.items()} == FS.SCHEMA
     assert (table["source"] == "generation-qa").all() and (table["run_id"] == run_id).all()
-    assert set(zip(table["condition"], table["model_key"])) == {("fog", "argus-weather-fog/3"),
+    assert set(zip(table["condition"], table["model_key"], strict=True)) == {("fog", "argus-weather-fog/3"),
                                                                 ("rain", "argus-weather-rain/5")}
     assert (table["judge_version"] == result["judge"]["version"]).all()
     assert table["frame_id"].str.startswith("clear-test-").all(), "keyed by the source frame"
