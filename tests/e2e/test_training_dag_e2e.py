@@ -67,7 +67,10 @@ def test_the_failed_condition_stops_alone_and_the_run_ends_failed(demo_run):
 def test_the_challenger_is_registered_with_lineage(demo_run):
     home, _, _ = demo_run
     client = _client(home)
-    versions = client.search_model_versions("name='argus-weather-fog'")
+    # the rollback e2e (run earlier in the session) registers copies of fog under other run ids
+    challenger = client.get_model_version_by_alias("argus-weather-fog", "challenger")
+    versions = [v for v in client.search_model_versions("name='argus-weather-fog'")
+                if v.tags.get("argus.run_id") == challenger.tags.get("argus.run_id")]
     assert len(versions) == 1, "one run registers exactly one version"
     version = versions[0]
     assert client.get_model_version_by_alias("argus-weather-fog", "challenger").version == version.version
