@@ -51,7 +51,8 @@ def _rows(home: Path, sql: str) -> list[tuple]:
 def airflow_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("teams-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGUS_", "AIRFLOW", "MLFLOW_"))}
-    env.update(ARGUS_HOME=str(home), **QUOTAS)
+    # one deployment: its default team is lidar (the team of runs without conf), in every command below
+    env.update(ARGUS_HOME=str(home), ARGUS_TEAM="lidar", **QUOTAS)
     (home / "airflow").mkdir()
     _sh("airflow db migrate >/dev/null && scripts/init_pools.sh", env)
     # a triggered run of team vision (two conditions: the mapped group is expanded)
@@ -60,7 +61,7 @@ def airflow_home(tmp_path_factory):
         env)
     # a run without conf, like a scheduled one: the deployment's default team
     _sh(f"airflow dags test {DAG_ID} 2026-11-23T02:00:00+00:00 --mark-success-pattern '{ONLY_SELECT_RUNS}'",
-        {**env, "ARGUS_TEAM": "lidar", "ARGUS_PARAM_DEFAULTS": '{"conditions": ["snow"]}'})
+        {**env, "ARGUS_PARAM_DEFAULTS": '{"conditions": ["snow"]}'})
     return home, env
 
 
