@@ -20,11 +20,10 @@ conf="${ARGUS_DEMO_CONF:-$default_conf}"
 logical_date="$(date -u +%Y-%m-%dT%H:%M:%S+00:00)"
 echo "argus: running argus_weather_training through Airflow (ARGUS_RUNTIME=$ARGUS_RUNTIME, conf $conf)"
 log="$ARGUS_HOME/logs/demo-$(date -u +%Y%m%dT%H%M%S).log"
-if ! airflow dags test argus_weather_training "$logical_date" -c "$conf" >"$log" 2>&1; then
+if ! "$ARGUS_ROOT/scripts/dag_run.sh" argus_weather_training "$logical_date" "$conf" "$log"; then
   tail -n 60 "$log"; echo "argus: the DAG run failed; full log: $log"; exit 1
 fi
 t2=$(date +%s)
-grep -E "Marking task as|state=|argus\.|step .* done" "$log" | tail -n 40 || true
 echo
 argus-task summary --dag-id argus_weather_training --log "$log"
 echo
@@ -37,7 +36,8 @@ if [ -n "$champions" ]; then
   gen_conf="{\"conditions\": [\"${champions//,/\",\"}\"], \"splits\": [\"test\"], \"output_dataset\": \"argus-weather-demo\", \"max_bad_fraction\": 0.15}"
   echo "argus: generating labelled weather frames with the champions of $champions (conf $gen_conf)"
   gen_log="$ARGUS_HOME/logs/demo-generation-$(date -u +%Y%m%dT%H%M%S).log"
-  if ! airflow dags test argus_weather_generation "$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" -c "$gen_conf" >"$gen_log" 2>&1; then
+  if ! "$ARGUS_ROOT/scripts/dag_run.sh" argus_weather_generation "$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" "$gen_conf" \
+      "$gen_log"; then
     tail -n 60 "$gen_log"; echo "argus: the generation run failed; full log: $gen_log"; exit 1
   fi
   argus-task summary --dag-id argus_weather_generation --log "$gen_log"

@@ -131,3 +131,26 @@ def test_only_the_real_champion_move_emits_an_asset_event(demo_run):
     assert [(uri, task, index) for uri, task, index, _ in rows] == [("argus://champion/fog", "promote", 0)], rows
     extra = json.loads(rows[0][3])
     assert (extra["champion_version"], extra["previous_champion"]) == ("1", None), extra
+
+
+def test_the_terminal_showed_each_step_start_and_end_with_its_outcome_and_training_progress(demo_run):
+    """scripts/dag_run.sh (what make demo runs) printed the run live: read from Airflow's own database."""
+    import sqlite3
+
+    home, _, _ = demo_run
+    shown = (home / "progress.txt").read_text().splitlines()
+    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
+        tis = db.execute("select task_id, map_index, state from task_instance").fetchall()
+    ended = {}
+    for line in shown:
+        m = re.match(r"\[\d+:\d\d\]  ([=x]) (\S+)\s+[\d.]+s  (.+?)(?:   ~.*)?$", line)
+        if m:
+            ended[m[2]] = m[3]
+    outcome = {"success": "ok", "failed": "FAILED", "upstream_failed": "upstream failed", "skipped": "skipped"}
+    conditions = ("fog", "rain")  # the run's conf: map index 0 is fog, 1 is rain
+    expected = {(f"{t}[{conditions[i]}]" if i >= 0 else t): outcome[s] for t, i, s in tis}
+    assert ended == expected, shown
+    started = [i for i, line in enumerate(shown) if re.search(r"> train\[fog\] +started", line)]
+    done = [i for i, line in enumerate(shown) if re.search(r"= train\[fog\] ", line)]
+    progress = [i for i, line in enumerate(shown) if re.search(r"train\[fog\]: step \d+/30, [\d.]+/s, eta", line)]
+    assert started and done and progress and started[0] < progress[0] < done[0], shown
