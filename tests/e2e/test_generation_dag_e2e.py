@@ -93,3 +93,14 @@ def subprocess_dvc_get(registry: Path, dest: Path) -> Path:
                           capture_output=True, text=True, timeout=300, cwd=registry)
     assert done.returncode == 0, done.stdout + done.stderr
     return dest
+
+
+def test_the_html_report_shows_the_published_revision_its_qa_and_inlined_samples(generated):
+    _, _, runs, _, _ = generated
+    page = (runs[0] / "generation-report" / "index.html").read_text()
+    published = _result(runs[0], "publish")
+    qa = _result(runs[0], "check-outputs")
+    assert "<h2>Published</h2>" in page and f"<b>{published['revision']}</b>" in page
+    assert f"outcome: <b>{qa['outcome']}</b>: {qa['accepted']} accepted" in page
+    assert page.count("src='data:image/png;base64,") == 2, "the fog grid and the lowest-fidelity sheet"
+    assert "](grid_fog.png)" not in page, "an image left as Markdown"

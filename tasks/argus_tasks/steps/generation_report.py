@@ -186,6 +186,13 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
     markdown = render(ctx, conditions, outcomes, outputs, problems, throughput, worst, images, args.output_dataset)
     url = ctx.run.write_text(f"{OUT}/report.md", markdown)
     log.info("generation report (%s):\n%s", url, markdown)
+    from argus_tasks.run_report_html import markdown_page
+
+    pngs = {f"{name}.png": ctx.run.read_bytes(f"{OUT}/{name}.png") for name in images
+            if ctx.run.exists(f"{OUT}/{name}.png")}
+    page = markdown_page(f"argus_weather_generation {ctx.run_id}", markdown, pngs)
+    html_url = ctx.run.write_text(f"{OUT}/index.html", page)
+    log.info("HTML generation report: %s", html_url)
     failed = [w for w, o in outcomes.items() if o.status == "failed"]
     try:
         import mlflow
@@ -194,6 +201,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
 
         with step_run(ctx, "generation-report"):
             mlflow.log_text(markdown, "generation_report/report.md")
+            mlflow.log_text(page, "generation_report/report.html")
             for name in images:
                 mlflow.log_artifact(str(ctx.run.localize(f"{OUT}/{name}.png")), artifact_path="generation_report")
             mlflow.log_metrics({"frames": throughput["total"]["frames"], "failed_steps": len(failed),
@@ -207,7 +215,7 @@ def run(args: argparse.Namespace, ctx: StepContext) -> dict:
                     _first_line(first.error))
     check, publish = outcomes.get("check-outputs"), outcomes.get("publish")
     qa = check.result.get("outcome") if check and check.status == "succeeded" else (check.status if check else "not run")
-    return {"report": url, "images": images, "failed_steps": failed,
+    return {"report": url, "html_report": html_url, "images": images, "failed_steps": failed,
             "first_failure": f"{failed[0]} failed: {_first_line(outcomes[failed[0]].error)}" if failed else "",
             "throughput": throughput, "qa_outcome": qa,
             "published": publish.result if publish and publish.status == "succeeded" else None,

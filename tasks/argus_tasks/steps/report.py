@@ -102,6 +102,11 @@ def run(args, ctx: StepContext) -> dict:
     markdown += "\n".join(cost_lines) + "\n"
     url = ctx.run.write_text("report/report.md", markdown)
     log.info("run report (%s):\n%s", url, markdown)
+    from argus_tasks import run_report_html
+
+    page = run_report_html.render(run_report_html.gather(ctx, outcomes, rows, cost_lines))
+    html_url = ctx.run.write_text("report/index.html", page)
+    log.info("HTML run report: %s", html_url)
     try:
         import mlflow
 
@@ -109,10 +114,11 @@ def run(args, ctx: StepContext) -> dict:
 
         with step_run(ctx, "report"):
             mlflow.log_text(markdown, "report.md")
+            mlflow.log_text(page, "report.html")
             mlflow.log_metrics({k: v for k, v in cost_totals.items() if k.startswith("run_") and v is not None})
     except Exception as exc:  # the report must not be lost because MLflow is down
         log.warning("could not log the report to MLflow (%s); it is in %s", exc, url)
     failed = [w for w, o in outcomes.items() if o.status == "failed"]
     if failed:
         log.warning("steps that failed in this run: %s. First cause: %s", ", ".join(failed), first_cause(outcomes))
-    return {"report": url, "rows": rows, "failed_steps": failed, "cost": cost_totals}
+    return {"report": url, "html_report": html_url, "rows": rows, "failed_steps": failed, "cost": cost_totals}

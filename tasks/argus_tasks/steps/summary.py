@@ -68,7 +68,9 @@ def generation_summary(run_store: RunStore, run_id: str, log_path: str) -> dict:
         print(f"  get it: {r.get('how_to_pull')}")
     else:
         print(f"published: nothing ({publish.status}{': ' + publish.error.splitlines()[0] if publish.error else ''})")
-    if run_store.exists("generation-report/report.md"):
+    if run_store.exists("generation-report/index.html"):
+        print(f"run report (open it in a browser): {run_store.url('generation-report/index.html')}")
+    elif run_store.exists("generation-report/report.md"):
         print(f"report: {run_store.url('generation-report/report.md')}")
     if log_path:
         print(f"Airflow log: {log_path}")
@@ -116,7 +118,9 @@ def run(args, ctx: StepContext) -> dict:
     price = totals["gpu_hour_price"]
     print(f"\nGPU time: {totals['run_gpu_seconds']:.1f} GPU-seconds ({totals['run_gpu_hours']:.4f} GPU-hours)"
           + (f", estimated cost {totals['run_gpu_cost']:.4f} at {price:g}/GPU-hour" if price is not None else ""))
-    if run_store.exists("report/report.md"):
+    if run_store.exists("report/index.html"):
+        print(f"\nrun report (open it in a browser): {run_store.url('report/index.html')}")
+    elif run_store.exists("report/report.md"):
         print(f"\nreport: {run_store.url('report/report.md')}")
     if args.log:
         print(f"Airflow log: {args.log}")
