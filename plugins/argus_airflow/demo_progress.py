@@ -28,6 +28,7 @@ RUN_DONE = {"success", "failed"}
 PROGRESS = re.compile(r"(?P<what>segmenter epoch \d+/\d+ step \d+/\d+|step \d+/\d+)\b.*?"
                       r"(?P<rate>[\d.]+) (?:images|it)/s.*?eta (?P<eta>\d+)s")
 PROGRESS_EVERY_S = 10.0
+NO_RUN_WAIT_S = 60.0  # without --pid: how long to wait for the run to appear
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,11 @@ class Task:
 
 
 def _epoch(value) -> float | None:
-    if value in (None, ""):
+    """A timestamp of Airflow's SQLite database (UTC, naive or with an offset) as epoch seconds."""
+    if not value:
         return None
-    text = str(value).replace("T", " ")
-    for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
-        try:
-            return datetime.strptime(text[:26].split("+")[0], fmt).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            continue
-    return None
+    stamp = datetime.fromisoformat(str(value))
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
 def clock(seconds: float) -> str:
@@ -217,6 +214,10 @@ def watch(db: RunDatabase, dag_id: str, log: Path | None, pid: int | None, inter
                 state = (db.newest_run(dag_id, since) or (run, None))[1]
         except sqlite3.Error:
             pass  # the database is being written or migrated: read it again on the next tick
+        if run is None and pid is None and time.time() - began > NO_RUN_WAIT_S:
+            print(f"  no run of {dag_id} started after {since:.0f} in {db.path} within {NO_RUN_WAIT_S:.0f} s: "
+                  "check AIRFLOW_HOME / --db and --since", file=out, flush=True)
+            return None
         if state in RUN_DONE or not alive:
             if state in RUN_DONE:
                 print(f"[{clock(time.time() - began)}]  {dag_id}: the run ended {state}", file=out, flush=True)

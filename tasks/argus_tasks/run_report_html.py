@@ -77,7 +77,9 @@ def _link(href: str | None, text: str) -> str:
 
 
 def _num(value, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, float) else ("-" if value is None else _e(value))
+    from argus_tasks.steps.report import _fmt  # the Markdown report's number format
+
+    return _e(_fmt(value, digits))
 
 
 def _status(status: str) -> str:
